@@ -1,0 +1,37 @@
+"""holoode: exact gradients for energy-based networks by holomorphic equilibrium
+propagation, in JAX."""
+
+from . import nn as nn
+from ._activations import identity as identity, shifted_sigmoid as shifted_sigmoid
+from ._costs import (
+    AbstractCost as AbstractCost,
+    CrossEntropy as CrossEntropy,
+    SquaredError as SquaredError,
+)
+from ._equilibrium import (
+    AbstractEquilibriumSolver as AbstractEquilibriumSolver,
+    FixedPointIteration as FixedPointIteration,
+    RootFind as RootFind,
+    SteadyStateODE as SteadyStateODE,
+)
+from ._gradient import gradient as gradient
+from ._holomorphy import (
+    check_holomorphic as check_holomorphic,
+    NotHolomorphicError as NotHolomorphicError,
+)
+from ._learning import (
+    AbstractLearningRule as AbstractLearningRule,
+    BackpropThroughTime as BackpropThroughTime,
+    ClassicEP as ClassicEP,
+    HolomorphicEP as HolomorphicEP,
+    ImplicitDifferentiation as ImplicitDifferentiation,
+)
+from ._model import (
+    AbstractEnergyModel as AbstractEnergyModel,
+    AbstractEquilibriumModel as AbstractEquilibriumModel,
+    AbstractPrimitiveModel as AbstractPrimitiveModel,
+)
+from ._solution import Equilibrium as Equilibrium, Info as Info, RESULTS as RESULTS
+
+
+__version__ = "0.1.0"

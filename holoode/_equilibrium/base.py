@@ -1,0 +1,119 @@
+"""The equilibrium-solver protocol."""
+
+import abc
+import contextlib
+import warnings
+from collections.abc import Callable
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import Array, Bool, Int, PyTree
+
+from .._misc import default_tolerance, tree_dtype, tree_rms
+from .._solution import Equilibrium, RESULTS
+
+
+VectorField = Callable[[PyTree[Array]], PyTree[Array]]
+
+
+class AbstractEquilibriumSolver(eqx.Module):
+    """Finds a zero `u*` of a vector field `f` (the network's `du/dt`).
+
+    One protocol for every way of finding an equilibrium: running the dynamics to
+    steady state, Newton-type root finding, fixed-point iteration. The state may be
+    real or complex; the field is holomorphic in it.
+
+    `rtol`/`atol` of `None` mean: the default for the state's dtype (1e-10 for
+    64-bit, 1e-5 for 32-bit), so that float64 gradients are limited by a tight
+    tolerance rather than by loose defaults.
+    """
+
+    rtol: eqx.AbstractVar[float | None]
+    atol: eqx.AbstractVar[float | None]
+    max_steps: eqx.AbstractVar[int]
+
+    @abc.abstractmethod
+    def solve(
+        self, vector_field: VectorField, u0: PyTree[Array], *, differentiable: bool
+    ) -> Equilibrium:
+        """Solve `vector_field(u) = 0` starting from `u0`.
+
+        **Arguments:**
+
+        - `vector_field`: the field `f(u)` (a PyTree of arrays, like `u0`).
+        - `u0`: the starting state (warm start).
+        - `differentiable`: if `True`, reverse-mode gradients must flow through the
+          solver's iterations (backprop through time); otherwise the caller stops
+          gradients and the solver may use the cheapest loop.
+
+        **Returns:** a `holoode.Equilibrium`.
+        """
+
+    def tolerances(self, u0: PyTree[Array]) -> tuple[float, float]:
+        dtype = tree_dtype(u0)
+        rtol = default_tolerance(dtype) if self.rtol is None else self.rtol
+        atol = default_tolerance(dtype) if self.atol is None else self.atol
+        return rtol, atol
+
+
+def split(u: PyTree[Array]) -> tuple[PyTree[Array], PyTree[Array]]:
+    """Represent a complex PyTree as a pair of real PyTrees `(Re u, Im u)`."""
+    return (jtu.tree_map(jnp.real, u), jtu.tree_map(jnp.imag, u))
+
+
+def merge(parts: tuple[PyTree[Array], PyTree[Array]]) -> PyTree[Array]:
+    """Inverse of `split`."""
+    re, im = parts
+    return jtu.tree_map(lambda a, b: a + 1j * b, re, im)
+
+
+class SplitField(eqx.Module):
+    """The field `(Re f(a + ib), Im f(a + ib))` on the real pair `(a, b)`."""
+
+    field: VectorField
+
+    def __call__(self, parts):
+        return split(self.field(merge(parts)))
+
+
+def real_view(vector_field: VectorField, u0, split_complex: bool):
+    """Return `(field, y0, to_state)` for solving on real numbers if asked to.
+
+    If `split_complex` and `u0` is complex, the solver sees the real pair; otherwise
+    the problem is passed through unchanged.
+    """
+    if split_complex and any(jnp.iscomplexobj(x) for x in jtu.tree_leaves(u0)):
+        return SplitField(vector_field), split(u0), merge
+    return vector_field, u0, lambda y: y
+
+
+@contextlib.contextmanager
+def complex_checked():
+    """Silence Diffrax's and Optimistix's generic 'complex support is a work in
+    progress' warnings: holoode's tests compare every solver on complex states with
+    the same solver on split real/imaginary parts (`split_complex=True`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="Complex .*support in (Diffrax|Optimistix)"
+        )
+        yield
+
+
+def finish(
+    vector_field: VectorField,
+    value: PyTree[Array],
+    num_steps: Int[Array, ""],
+    success: Bool[Array, ""],
+) -> Equilibrium:
+    """Package a solver's output, classifying failures."""
+    residual = tree_rms(vector_field(value))
+    finite = jnp.all(
+        jnp.array([jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(value)])
+    ) & jnp.isfinite(residual)
+    result = RESULTS.where(
+        finite,
+        RESULTS.where(success, RESULTS.successful, RESULTS.max_steps_reached),
+        RESULTS.nonfinite,
+    )
+    return Equilibrium(value, jnp.asarray(num_steps), residual, result)

@@ -1,0 +1,75 @@
+"""Equilibria by integrating the dynamics to steady state with Diffrax."""
+
+import diffrax as dfx
+import jax.tree_util as jtu
+
+from .._misc import tree_rms
+from .base import AbstractEquilibriumSolver, complex_checked, finish, real_view
+
+
+class SteadyStateODE(AbstractEquilibriumSolver):
+    """Run the network's dynamics `du/dt = f(u)` until it stops moving.
+
+    A Diffrax solve from `t = 0` to `t = ∞`, terminated by a steady-state event
+    when `rms(f(u)) < atol + rtol · rms(u)`. This finds the equilibrium the physical
+    network would settle in, which makes it the most robust choice for the free
+    phase.
+
+    Caveat on tolerances: Runge–Kutta methods have exactly the fixed points of `f`,
+    but an explicit method whose step grows to the edge of its stability region
+    hovers around the equilibrium at the level of the step-size controller's
+    tolerance. The default controller therefore uses the steady-state tolerances;
+    a looser controller only helps with an L-stable implicit solver.
+
+    Complex states are integrated natively by default. With `split_complex=True` the
+    state is carried as real and imaginary parts (the field is then
+    `(Re f(a + ib), Im f(a + ib))`): use this with implicit solvers such as
+    `dfx.Kvaerno5()`, whose Newton iterations need a real state.
+
+    **Arguments:**
+
+    - `solver`: a Diffrax solver (default `dfx.Tsit5()`).
+    - `rtol`, `atol`: steady-state tolerances (`None`: the dtype's default).
+    - `max_steps`: at most this many solver steps.
+    - `stepsize_controller`: default `dfx.PIDController` at the steady-state
+      tolerances.
+    - `dt0`: initial step (`None`: chosen automatically).
+    - `split_complex`: integrate complex states as real pairs.
+    """
+
+    solver: dfx.AbstractSolver = dfx.Tsit5()
+    rtol: float | None = None
+    atol: float | None = None
+    max_steps: int = 4096
+    stepsize_controller: dfx.AbstractStepSizeController | None = None
+    dt0: float | None = None
+    split_complex: bool = False
+
+    def solve(self, vector_field, u0, *, differentiable):
+        del differentiable  # Diffrax's default adjoint backpropagates through the steps
+        rtol, atol = self.tolerances(u0)
+        field, y0, to_state = real_view(vector_field, u0, self.split_complex)
+        controller = (
+            dfx.PIDController(rtol=rtol, atol=atol, norm=tree_rms)
+            if self.stepsize_controller is None
+            else self.stepsize_controller
+        )
+        event = dfx.Event(dfx.steady_state_event(rtol=rtol, atol=atol, norm=tree_rms))
+        with complex_checked():
+            sol = dfx.diffeqsolve(
+                dfx.ODETerm(lambda t, y, f: f(y)),
+                self.solver,
+                t0=0.0,
+                t1=jnp.inf,
+                dt0=self.dt0,
+                y0=y0,
+                args=field,
+                stepsize_controller=controller,
+                event=event,
+                max_steps=self.max_steps,
+                saveat=dfx.SaveAt(t1=True),
+                throw=False,
+            )
+        value = to_state(jtu.tree_map(lambda y: y[-1], sol.ys))
+        success = sol.result == dfx.RESULTS.event_occurred
+        return finish(vector_field, value, sol.stats["num_steps"], success)

@@ -1,0 +1,198 @@
+"""The learning-rule protocol and the machinery the rules share."""
+
+import abc
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import Array, PRNGKeyArray, PyTree
+
+from .._costs import AbstractCost
+from .._equilibrium import AbstractEquilibriumSolver
+from .._misc import tree_astype, tree_dtype
+from .._model import AbstractEquilibriumModel, holomorphic_grad
+from .._solution import Equilibrium, Info, RESULTS
+
+
+class AbstractLearningRule(eqx.Module):
+    """A way of computing the loss gradient of an equilibrium network.
+
+    Every rule has one method, `estimate`, called by `holoode.gradient` with a
+    batch (leading axis) of inputs and targets. Rules combine freely with every
+    model form and every equilibrium solver.
+    """
+
+    @abc.abstractmethod
+    def estimate(
+        self,
+        model: AbstractEquilibriumModel,
+        x: Array,
+        y: Array,
+        *,
+        cost: AbstractCost,
+        solver: AbstractEquilibriumSolver,
+        key: PRNGKeyArray | None,
+    ) -> tuple[PyTree, Info]:
+        """Return `(grads, info)`: the gradient of the batch-mean cost at the free
+        equilibrium with respect to the model's inexact array leaves (shaped like
+        `eqx.filter_grad`'s output), and a `holoode.Info`."""
+
+
+def parameters(model) -> tuple[PyTree, PyTree]:
+    """Split a model into its inexact array leaves and the rest."""
+    return eqx.partition(model, eqx.is_inexact_array)
+
+
+def initial_states(model, x: Array, dtype) -> PyTree:
+    """The model's initial state for each example, cast to `dtype`."""
+    return tree_astype(jax.vmap(model.init_state)(x), dtype)
+
+
+def solve_batch(
+    solver: AbstractEquilibriumSolver,
+    model: AbstractEquilibriumModel,
+    x: Array,
+    y: Array,
+    cost: AbstractCost,
+    beta,
+    u0: PyTree,
+    *,
+    differentiable: bool = False,
+) -> Equilibrium:
+    """Equilibria of a batch (leading axis of `x`, `y`, `u0`) at one `beta`."""
+
+    def one(x_b, y_b, u0_b):
+        field = eqx.Partial(model.vector_field, x=x_b, y=y_b, beta=beta, cost=cost)
+        return solver.solve(field, u0_b, differentiable=differentiable)
+
+    return jax.vmap(one)(x, y, u0)
+
+
+def solve_points(
+    solver: AbstractEquilibriumSolver,
+    model: AbstractEquilibriumModel,
+    x: Array,
+    y: Array,
+    cost: AbstractCost,
+    betas: Array,
+    u0: PyTree,
+    *,
+    chain: bool,
+) -> Equilibrium:
+    """Equilibria at several `betas`, shaped `(batch, points, ...)`.
+
+    If `chain` is `False` every point starts from `u0` and all points are solved in
+    one `vmap`; if `True` they are solved one after another (`lax.scan`), each
+    starting from the previous one's equilibrium (a warm start along the circle).
+    """
+    if not chain:
+        sols = jax.vmap(
+            lambda b: solve_batch(solver, model, x, y, cost, b, u0), out_axes=1
+        )(betas)
+        return sols
+
+    def step(u_prev, b):
+        sol = solve_batch(solver, model, x, y, cost, b, u_prev)
+        return sol.value, sol
+
+    _, sols = jax.lax.scan(step, u0, betas)
+    return jtu.tree_map(lambda a: jnp.swapaxes(a, 0, 1), sols)
+
+
+def weighted_signal(
+    model: AbstractEquilibriumModel,
+    states: PyTree,
+    x: Array,
+    y: Array,
+    cost: AbstractCost,
+    betas: Array,
+    weights: Array,
+) -> PyTree:
+    """`Re Σ_k w_mk ∂F/∂θ(u_k, β_k)`, averaged over the batch, for each row `m`.
+
+    `states` are shaped `(batch, points, ...)`, `betas` `(points,)` and `weights`
+    `(rows, points)`. The derivative is the holomorphic one: the parameters are
+    cast to the states' dtype before differentiating, so complex states give the
+    complex learning signal whose weighted sum is real for real parameters. Returns
+    a PyTree shaped like the model's parameters with a leading `rows` axis.
+    """
+    params, static = parameters(model)
+    dtype = jnp.result_type(tree_dtype(states), betas.dtype, weights.dtype)
+
+    def batch_energy(p, w):
+        m = eqx.combine(p, static)
+
+        def per_example(u, x_b, y_b):
+            energies = jax.vmap(
+                lambda u_k, b_k: m.parameter_energy(u_k, x_b, y_b, b_k, cost)
+            )(u, betas)
+            return jnp.sum(w * energies)
+
+        return jnp.mean(jax.vmap(per_example)(states, x, y))
+
+    params_c = tree_astype(params, dtype)
+    signals = jax.vmap(
+        lambda w: holomorphic_grad(lambda p: batch_energy(p, w), params_c)
+    )(weights)
+    return jtu.tree_map(lambda s, p: jnp.real(s).astype(p.dtype), signals, params)
+
+
+def free_loss(model, states, x, y, cost) -> Array:
+    """Batch-mean cost at the given (free) states."""
+    return jnp.mean(
+        jnp.real(jax.vmap(lambda u, a, b: model.loss(u, a, b, cost))(states, x, y))
+    )
+
+
+def overall_result(
+    sols: list[Equilibrium], grads: PyTree, continuation_ok=True
+) -> RESULTS:
+    """Combine per-solve result codes and gradient checks into one code."""
+    finite = jnp.all(
+        jnp.array([jnp.all(jnp.isfinite(g)) for g in jtu.tree_leaves(grads)] or [True])
+    )
+    any_nonfinite = jnp.any(
+        jnp.array([jnp.any(s.result == RESULTS.nonfinite) for s in sols])
+    )
+    any_max_steps = jnp.any(
+        jnp.array([jnp.any(s.result == RESULTS.max_steps_reached) for s in sols])
+    )
+    out = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite_gradient)
+    out = RESULTS.where(continuation_ok, out, RESULTS.continuation_lost)
+    out = RESULTS.where(any_max_steps, RESULTS.max_steps_reached, out)
+    return RESULTS.where(any_nonfinite, RESULTS.nonfinite, out)
+
+
+def make_info(
+    loss,
+    sols: list[Equilibrium],
+    grads,
+    *,
+    error_estimate=None,
+    radius_ratio=None,
+    continuation_ok=True,
+) -> Info:
+    """Assemble `Info` from equilibria shaped `(batch,)` or `(batch, points)`."""
+
+    def cols(a):
+        return a[:, None] if a.ndim == 1 else a
+
+    num_steps = jnp.concatenate([cols(s.num_steps) for s in sols], axis=1)
+    residual = jnp.concatenate([cols(s.residual) for s in sols], axis=1)
+    reached = jnp.concatenate(
+        [cols(s.result == RESULTS.successful) for s in sols], axis=1
+    )
+    batch = num_steps.shape[0]
+    nan = jnp.array(jnp.nan)
+    return Info(
+        loss=jnp.asarray(loss),
+        num_steps=num_steps,
+        residual=residual,
+        reached=reached,
+        error_estimate=nan if error_estimate is None else error_estimate,
+        radius_ratio=jnp.full((batch,), jnp.nan)
+        if radius_ratio is None
+        else radius_ratio,
+        result=overall_result(sols, grads, continuation_ok),
+    )

@@ -1,0 +1,70 @@
+"""Classic equilibrium propagation (finite differences in β)."""
+
+import jax.numpy as jnp
+import jax.tree_util as jtu
+
+from .._misc import real_dtype, stop_gradient, tree_dtype
+from .base import (
+    AbstractLearningRule,
+    free_loss,
+    initial_states,
+    make_info,
+    parameters,
+    solve_batch,
+    solve_points,
+    weighted_signal,
+)
+
+
+class ClassicEP(AbstractLearningRule):
+    """Equilibrium propagation with real nudging (Scellier & Bengio, 2017).
+
+    One-sided: `dL/dθ ≈ (∂F/∂θ(u*_β) − ∂F/∂θ(u*_0)) / β`, error `O(β)`.
+    Symmetric (Laborieux et al., 2021): `(∂F/∂θ(u*_β) − ∂F/∂θ(u*_{−β})) / (2β)`,
+    error `O(β²)`. Both are biased for every finite β; `holoode.HolomorphicEP`
+    removes the bias. Nudged phases start from the free equilibrium.
+
+    **Arguments:**
+
+    - `beta`: the nudging strength (non-zero, may be negative).
+    - `symmetric`: use the two-sided estimate.
+    """
+
+    beta: float = 0.1
+    symmetric: bool = False
+
+    def __check_init__(self):
+        if not isinstance(self.beta, (int, float)) or self.beta == 0:
+            raise ValueError(
+                f"ClassicEP(beta=...) needs a non-zero real number, got {self.beta!r}."
+            )
+
+    def estimate(self, model, x, y, *, cost, solver, key):
+        del key
+        model = stop_gradient(model)
+        params, _ = parameters(model)
+        dtype = real_dtype(tree_dtype(params))
+        free = solve_batch(
+            solver, model, x, y, cost, 0.0, initial_states(model, x, dtype)
+        )
+        b = self.beta
+        if self.symmetric:
+            betas = jnp.array([b, -b], dtype)
+            weights = jnp.array([[1 / (2 * b), -1 / (2 * b)]], dtype)
+        else:
+            betas = jnp.array([b], dtype)
+            weights = jnp.array([[-1 / b, 1 / b]], dtype)
+        nudged = solve_points(solver, model, x, y, cost, betas, free.value, chain=False)
+        if self.symmetric:
+            states, all_betas = nudged.value, betas
+        else:
+            states = jtu.tree_map(
+                lambda f, n: jnp.concatenate([f[:, None], n], axis=1),
+                free.value,
+                nudged.value,
+            )
+            all_betas = jnp.concatenate([jnp.zeros((1,), dtype), betas])
+        signal = weighted_signal(model, states, x, y, cost, all_betas, weights)
+        grads = jtu.tree_map(lambda s: s[0], signal)
+        loss = free_loss(model, free.value, x, y, cost)
+        return grads, make_info(loss, [free, nudged], grads)

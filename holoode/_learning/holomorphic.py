@@ -1,0 +1,194 @@
+"""Holomorphic equilibrium propagation: the N-point Fourier estimator."""
+
+import math
+from typing import Literal
+
+import jax.numpy as jnp
+import jax.tree_util as jtu
+
+from .._misc import (
+    complex_dtype,
+    eps,
+    real_dtype,
+    stop_gradient,
+    tree_astype,
+    tree_dtype,
+    tree_norm,
+)
+from .base import (
+    AbstractLearningRule,
+    free_loss,
+    initial_states,
+    make_info,
+    parameters,
+    solve_batch,
+    solve_points,
+    weighted_signal,
+)
+
+
+def harmonic_weights(num_points: int, harmonics, dtype):
+    """Weights `w_mk` with `c_m = Re Σ_k w_mk G_k` over the solved points only.
+
+    The full DFT is `c_m = (1/N) Σ_{k<N} G_k e^{−imφ_k}`, `φ_k = 2πk/N`. For real
+    parameters `G(β̄) = conj G(β)`, so `G_{N−k} = conj G_k` and `c_m` is real: each
+    point `0 < k < N/2` stands for its conjugate partner too and gets weight
+    `2 e^{−imφ_k}/N`; the points `k = 0` and `k = N/2` (both on the real axis)
+    get `e^{−imφ_k}/N`.
+    """
+    n = num_points
+    k = jnp.arange(n // 2 + 1)
+    phi = 2 * jnp.pi * k / n
+    paired = (k > 0) & (2 * k != n)
+    mult = jnp.where(paired, 2.0, 1.0) / n
+    m = jnp.asarray(harmonics)[:, None]
+    return (mult * jnp.exp(-1j * m * phi)).astype(dtype)
+
+
+def state_harmonics(states, num_points: int, harmonics):
+    """Norms of the harmonics `d_m = (1/N) Σ_{k<N} u_k e^{−imφ_k}` of each example's
+    state (complex: the conjugate partners are reconstructed explicitly)."""
+    n = num_points
+    k = jnp.arange(n // 2 + 1)
+    phi = 2 * jnp.pi * k / n
+    paired = (k > 0) & (2 * k != n)
+    norms = []
+    for m in harmonics:
+        direct = jnp.exp(-1j * m * phi) / n
+        partner = jnp.where(paired, jnp.exp(1j * m * phi) / n, 0.0)
+
+        def dft(u):
+            axes = tuple(range(2, u.ndim))
+            shape = (1, -1) + (1,) * len(axes)
+            d = jnp.sum(
+                u * direct.reshape(shape) + jnp.conj(u) * partner.reshape(shape), axis=1
+            )
+            return jnp.sum(jnp.abs(d) ** 2, axis=tuple(range(1, d.ndim)))
+
+        leaves = [dft(u) for u in jtu.tree_leaves(states)]
+        norms.append(jnp.sqrt(sum(leaves)))
+    return norms
+
+
+class HolomorphicEP(AbstractLearningRule):
+    """Holomorphic equilibrium propagation (Laborieux & Zenke, NeurIPS 2022).
+
+    If the energy and cost are holomorphic, the nudged equilibrium `u*_β` and the
+    learning signal `G(β) = ∂F/∂θ(u*_β, β)` continue analytically to complex `β`,
+    and the loss gradient is exactly the first Taylor coefficient of `G`:
+
+        dL/dθ = (1 / 2π|β|) ∮ G(|β| e^{iφ}) e^{−iφ} dφ.
+
+    This is exact for *finite* `|β|` as long as the circle lies inside the disc
+    where `u*_β` is analytic. With `N` equally spaced points `φ_k = 2πk/N` the
+    trapezoidal rule aliases harmonics `N+1, 2N+1, ...` onto the first, so the error
+    shrinks like `(|β|/R)^N` (`R`: the radius of analyticity).
+
+    For real parameters `G(β̄) = conj G(β)`, so only the `⌊N/2⌋ + 1` points in the
+    upper half-plane are solved, all in one `vmap` (or, with
+    `warm_start="neighbour"`, one after another around the circle). `N = 2` is the
+    symmetric classic EP estimate, solved in real arithmetic.
+
+    Diagnostics (`holoode.Info`): `error_estimate` extrapolates the aliasing error
+    from the decay of the gradient harmonics `c_1` and `c_{N−1}` that the same
+    samples give (`(‖c_{N−1}‖/‖c_1‖)^{N/(N−2)}`, needs `N ≥ 3`); `radius_ratio`
+    estimates `|β|/R` per example from the decay of the state's harmonics. If any
+    example has `radius_ratio ≥ max_radius_ratio` the result is
+    `RESULTS.continuation_lost` (the equilibria around the circle are not one
+    analytic function) and `holoode.gradient` raises by default.
+
+    **Arguments:**
+
+    - `beta`: the radius `|β| > 0` of the circle.
+    - `num_points`: `N ≥ 2`.
+    - `warm_start`: `"free"` (every point starts from the free equilibrium, all
+      points batched) or `"neighbour"` (each point starts from the previous one on
+      the circle).
+    - `max_radius_ratio`: threshold on `radius_ratio` for `continuation_lost`.
+    """
+
+    beta: float = 0.1
+    num_points: int = 4
+    warm_start: Literal["free", "neighbour"] = "free"
+    max_radius_ratio: float = 0.9
+
+    def __check_init__(self):
+        if not isinstance(self.beta, (int, float)) or not self.beta > 0:
+            raise ValueError(
+                "HolomorphicEP(beta=...) is the radius |β| of the circle and must be a "
+                f"positive number, got {self.beta!r}."
+            )
+        if not isinstance(self.num_points, int) or self.num_points < 2:
+            raise ValueError(
+                "HolomorphicEP(num_points=...) must be an integer ≥ 2, got "
+                f"{self.num_points!r}."
+            )
+        if self.warm_start not in ("free", "neighbour"):
+            raise ValueError(
+                "HolomorphicEP(warm_start=...) must be 'free' or 'neighbour', got "
+                f"{self.warm_start!r}."
+            )
+
+    def estimate(self, model, x, y, *, cost, solver, key):
+        del key
+        model = stop_gradient(model)
+        params, _ = parameters(model)
+        rdtype = real_dtype(tree_dtype(params))
+        n = self.num_points
+        free = solve_batch(
+            solver, model, x, y, cost, 0.0, initial_states(model, x, rdtype)
+        )
+        points_real = n == 2
+        dtype = rdtype if points_real else complex_dtype(rdtype)
+        k = jnp.arange(n // 2 + 1)
+        betas = self.beta * jnp.exp(2j * jnp.pi * k / n)
+        betas = jnp.real(betas).astype(dtype) if points_real else betas.astype(dtype)
+        u_start = tree_astype(free.value, dtype)
+        nudged = solve_points(
+            solver,
+            model,
+            x,
+            y,
+            cost,
+            betas,
+            u_start,
+            chain=self.warm_start == "neighbour",
+        )
+        harmonics = [1] if n == 2 else [1, n - 1]
+        weights = harmonic_weights(n, harmonics, complex_dtype(rdtype))
+        if points_real:
+            weights = jnp.real(weights).astype(rdtype)
+        signal = weighted_signal(model, nudged.value, x, y, cost, betas, weights)
+        grads = jtu.tree_map(lambda s: s[0] / self.beta, signal)
+        if n >= 3:
+            c1 = tree_norm(jtu.tree_map(lambda s: s[0], signal))
+            c_last = tree_norm(jtu.tree_map(lambda s: s[1], signal))
+            error_estimate = (c_last / c1) ** (n / (n - 2))
+            d1, d_last = state_harmonics(nudged.value, n, [1, n - 1])
+            # Harmonics below the equilibria's own accuracy are noise, not signal.
+            rtol, atol = solver.tolerances(free.value)
+            leaves = jtu.tree_leaves(free.value)
+            size = sum(math.prod(u.shape[1:]) for u in leaves)
+            u_norm = jnp.sqrt(
+                sum(
+                    jnp.sum(jnp.abs(u) ** 2, axis=tuple(range(1, u.ndim)))
+                    for u in leaves
+                )
+            )
+            floor = (100 * eps(rdtype) + rtol) * u_norm + atol * math.sqrt(size)
+            radius_ratio = jnp.where(
+                d1 > floor, (jnp.maximum(d_last, floor) / d1) ** (1 / (n - 2)), 0.0
+            )
+            continuation_ok = jnp.all(radius_ratio < self.max_radius_ratio)
+        else:
+            error_estimate = radius_ratio = None
+            continuation_ok = True
+        loss = free_loss(model, free.value, x, y, cost)
+        return grads, make_info(
+            loss,
+            [free, nudged],
+            grads,
+            error_estimate=error_estimate,
+            radius_ratio=radius_ratio,
+            continuation_ok=continuation_ok,
+        )

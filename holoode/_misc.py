@@ -1,0 +1,65 @@
+"""Small PyTree and dtype utilities shared by the rest of the package."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import Array, PyTree
+
+
+def complex_dtype(dtype) -> jnp.dtype:
+    """The complex dtype with the precision of the real or complex `dtype`."""
+    return jnp.result_type(dtype, jnp.complex64)
+
+
+def real_dtype(dtype) -> jnp.dtype:
+    """The real dtype with the precision of the real or complex `dtype`."""
+    return jnp.finfo(dtype).dtype
+
+
+def tree_dtype(tree: PyTree) -> jnp.dtype:
+    """The common inexact dtype of the array leaves of `tree` (float32 if none)."""
+    leaves = [x for x in jtu.tree_leaves(tree) if eqx.is_inexact_array(x)]
+    if not leaves:
+        return jnp.dtype(jnp.float32)
+    return jnp.result_type(*leaves)
+
+
+def tree_astype(tree: PyTree, dtype) -> PyTree:
+    return jtu.tree_map(lambda a: jnp.asarray(a).astype(dtype), tree)
+
+
+def tree_real(tree: PyTree) -> PyTree:
+    return jtu.tree_map(jnp.real, tree)
+
+
+def tree_norm(tree: PyTree) -> Array:
+    """The Euclidean norm of all leaves of `tree` together (complex-aware)."""
+    leaves = jtu.tree_leaves(tree)
+    if not leaves:
+        return jnp.array(0.0)
+    return jnp.sqrt(sum(jnp.sum(jnp.abs(x) ** 2) for x in leaves))
+
+
+def tree_rms(tree: PyTree) -> Array:
+    """The root-mean-square of all leaves of `tree` together (complex-aware)."""
+    leaves = jtu.tree_leaves(tree)
+    size = sum(jnp.size(x) for x in leaves)
+    return tree_norm(tree) / jnp.sqrt(max(size, 1))
+
+
+def default_tolerance(dtype) -> float:
+    """Default equilibrium tolerance: tight enough that float64 results are
+    limited by it only at ~1e-10, and reachable in float32 (eps ~ 1.2e-7)."""
+    return 1e-10 if real_dtype(dtype) == jnp.float64 else 1e-5
+
+
+def eps(dtype) -> float:
+    return float(jnp.finfo(real_dtype(dtype)).eps)
+
+
+def stop_gradient(tree: PyTree) -> PyTree:
+    """`lax.stop_gradient` on the array leaves of `tree`; other leaves pass through."""
+    return jtu.tree_map(
+        lambda a: jax.lax.stop_gradient(a) if eqx.is_array(a) else a, tree
+    )

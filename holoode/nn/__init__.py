@@ -1,0 +1,3 @@
+"""Ready-made networks."""
+
+from ._mlp import HopfieldMLP as HopfieldMLP
