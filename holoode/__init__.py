@@ -10,6 +10,7 @@ from ._costs import (
 )
 from ._equilibrium import (
     AbstractEquilibriumSolver as AbstractEquilibriumSolver,
+    AndersonAcceleration as AndersonAcceleration,
     FixedPointIteration as FixedPointIteration,
     RootFind as RootFind,
     SteadyStateODE as SteadyStateODE,

@@ -1,6 +1,7 @@
 """Equilibria by integrating the dynamics to steady state with Diffrax."""
 
 import diffrax as dfx
+import jax.numpy as jnp
 import jax.tree_util as jtu
 
 from .._misc import tree_rms

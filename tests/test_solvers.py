@@ -1,0 +1,83 @@
+"""Every solver and every rule give the same gradient; complex states agree with
+their real/imaginary split."""
+
+import jax.numpy as jnp
+import jax.random as jr
+import pytest
+
+import holoode as ho
+
+from .helpers import RULES, SOLVERS, QuarticHopfield, data, mlp, reference, rel_error
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=lambda s: repr(s)[:60])
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: repr(r)[:60])
+def test_every_solver_and_rule_agree(rule, solver):
+    model, (x, y), cost = mlp(), data(), ho.CrossEntropy()
+    grads, info = ho.gradient(rule, model, x, y, cost=cost, solver=solver)
+    assert bool(info.all_reached)
+    # Equilibria to 1e-10; hEP with 12 points at |β| = 0.1 aliases at ~1e-9.
+    assert rel_error(grads, reference(model, x, y, cost)) < 1e-7
+
+
+def test_energy_form_with_every_rule():
+    model = QuarticHopfield(key=jr.key(0))
+    x, y = data(4, 3, labels=False)
+    cost = ho.SquaredError()
+    ref = reference(model, x, y, cost)
+    for rule in [ho.ImplicitDifferentiation(), ho.HolomorphicEP(0.1, 12)]:
+        grads, _ = ho.gradient(rule, model, x, y, cost=cost, solver=ho.RootFind())
+        assert rel_error(grads, ref) < 1e-7, rule
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda split: ho.SteadyStateODE(split_complex=split),
+        lambda split: ho.RootFind(split_complex=split),
+        lambda split: ho.FixedPointIteration(step_size=0.5, split_complex=split),
+    ],
+)
+def test_complex_state_equals_split_state(make):
+    model, (x, y), cost = mlp(), data(), ho.CrossEntropy()
+    rule = ho.HolomorphicEP(0.3, 6)
+    a, info_a = ho.gradient(rule, model, x, y, cost=cost, solver=make(False))
+    b, info_b = ho.gradient(rule, model, x, y, cost=cost, solver=make(True))
+    assert rel_error(a, b) < 1e-9
+    assert jnp.array_equal(info_a.num_steps[:, 0], info_b.num_steps[:, 0])
+
+
+def test_implicit_ode_solver_on_split_states():
+    import diffrax as dfx
+
+    model, (x, y), cost = mlp(), data(), ho.CrossEntropy()
+    solver = ho.SteadyStateODE(
+        solver=dfx.Kvaerno5(),
+        split_complex=True,
+        stepsize_controller=dfx.PIDController(rtol=1e-6, atol=1e-8),
+    )
+    grads, _ = ho.gradient(
+        ho.HolomorphicEP(0.1, 8), model, x, y, cost=cost, solver=solver
+    )
+    assert rel_error(grads, reference(model, x, y, cost)) < 1e-6
+
+
+def test_neighbour_warm_start_matches_free_warm_start():
+    model, (x, y), cost = mlp(), data(), ho.CrossEntropy()
+    rules = [ho.HolomorphicEP(0.3, 8, warm_start=w) for w in ("free", "neighbour")]
+    a, b = (
+        ho.gradient(r, model, x, y, cost=cost, solver=ho.RootFind())[0] for r in rules
+    )
+    assert rel_error(a, b) < 1e-9
+
+
+def test_float32_works():
+    model = ho.nn.HopfieldMLP((4, 7, 5, 3), key=jr.key(0), gain=1.5)
+    x, y = data()
+    x = x.astype(jnp.float32)
+    ref = reference(mlp(), data()[0], y, ho.CrossEntropy())
+    for rule in [ho.ImplicitDifferentiation(), ho.HolomorphicEP(0.1, 6)]:
+        grads, info = ho.gradient(rule, model, x, y, cost=ho.CrossEntropy())
+        assert grads.weights[0].dtype == jnp.float32
+        assert bool(info.all_reached)
+        assert rel_error(grads, ref) < 1e-3, rule
