@@ -9,6 +9,7 @@ from jaxtyping import ArrayLike, PRNGKeyArray, PyTree
 from ._costs import AbstractCost
 from ._equilibrium import AbstractEquilibriumSolver, SteadyStateODE
 from ._learning import AbstractLearningRule
+from ._learning.base import describe
 from ._misc import real_dtype, tree_dtype
 from ._model import AbstractEquilibriumModel
 from ._solution import Info, RESULTS
@@ -91,7 +92,7 @@ def _estimate(rule, model, x, y, cost, solver, key):
 
 
 def _raise_on_failure(grads, info: Info, rule, solver):
-    context = f"holoode.gradient({rule}, solver={solver}) failed: "
+    context = f"holoode.gradient({describe(rule)}, solver={solver}) failed: "
     messages = [context + message for message in RESULTS._index_to_message]
     index = info.result._value
     return eqx.branched_error_if(

@@ -5,7 +5,7 @@ import pytest
 
 import holoode as ho
 
-from .helpers import TIGHT, data, fit_slope, mlp, reference, rel_error
+from .helpers import data, fit_slope, mlp, reference, rel_error, TIGHT
 
 
 @pytest.mark.parametrize("symmetric,order", [(False, 1), (True, 2)])

@@ -6,7 +6,7 @@ import pytest
 
 import holoode as ho
 
-from .helpers import AbsEnergy, QuarticHopfield, data, mlp
+from .helpers import AbsEnergy, data, mlp, QuarticHopfield
 
 
 class ConjEnergy(QuarticHopfield):

@@ -6,7 +6,7 @@ import pytest
 
 import holoode as ho
 
-from .helpers import TIGHT, LinearPole, data, fit_slope, mlp, reference, rel_error
+from .helpers import data, fit_slope, LinearPole, mlp, reference, rel_error, TIGHT
 
 
 def test_error_falls_geometrically_with_num_points():

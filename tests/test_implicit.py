@@ -8,12 +8,12 @@ import pytest
 import holoode as ho
 
 from .helpers import (
-    QuarticHopfield,
     data,
     flat,
     loss,
     mlp,
     perturb,
+    QuarticHopfield,
     random_direction,
     reference,
 )

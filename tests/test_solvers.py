@@ -1,13 +1,14 @@
 """Every solver and every rule give the same gradient; complex states agree with
 their real/imaginary split."""
 
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import pytest
 
 import holoode as ho
 
-from .helpers import RULES, SOLVERS, QuarticHopfield, data, mlp, reference, rel_error
+from .helpers import data, mlp, QuarticHopfield, reference, rel_error, RULES, SOLVERS
 
 
 @pytest.mark.parametrize("solver", SOLVERS, ids=lambda s: repr(s)[:60])
@@ -72,10 +73,18 @@ def test_neighbour_warm_start_matches_free_warm_start():
 
 
 def test_float32_works():
-    model = ho.nn.HopfieldMLP((4, 7, 5, 3), key=jr.key(0), gain=1.5)
-    x, y = data()
-    x = x.astype(jnp.float32)
-    ref = reference(mlp(), data()[0], y, ho.CrossEntropy())
+    import equinox as eqx
+
+    model64, (x64, y) = mlp(), data()
+    model = eqx.tree_at(
+        lambda m: (m.weights, m.biases),
+        model64,
+        jax.tree_util.tree_map(
+            lambda a: a.astype(jnp.float32), (model64.weights, model64.biases)
+        ),
+    )
+    x = x64.astype(jnp.float32)
+    ref = reference(model64, x64, y, ho.CrossEntropy())
     for rule in [ho.ImplicitDifferentiation(), ho.HolomorphicEP(0.1, 6)]:
         grads, info = ho.gradient(rule, model, x, y, cost=ho.CrossEntropy())
         assert grads.weights[0].dtype == jnp.float32

@@ -44,6 +44,9 @@ def _solve_hermitian(a, b):
     return jnp.stack(z)
 
 
+_SOLVE = _solve_hermitian
+
+
 class _Anderson(optx.AbstractFixedPointSolver):
     """Anderson mixing for a fixed point `u = g(u)`, in Optimistix's protocol.
 
@@ -106,7 +109,7 @@ class _Anderson(optx.AbstractFixedPointSolver):
         size = jnp.max(jnp.where(used, jnp.real(jnp.diagonal(masked)), 0))
         size = jnp.where(size > 0, size, 1)
         shift = jnp.where(used, self.regularisation * size, 1).astype(gram.dtype)
-        z = _solve_hermitian(masked + jnp.diag(shift), used.astype(gram.dtype))
+        z = _SOLVE(masked + jnp.diag(shift), used.astype(gram.dtype))
         alpha = z / jnp.sum(z)
         mixed = jnp.sum(alpha[:, None] * values, axis=0)
         # A degenerate history (non-finite coefficients) falls back to a plain step.

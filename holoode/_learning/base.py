@@ -39,6 +39,36 @@ class AbstractLearningRule(eqx.Module):
         `eqx.filter_grad`'s output), and a `holoode.Info`."""
 
 
+def as_beta(beta):
+    """Rules store β as an array, so that a sweep over β compiles once."""
+    if isinstance(beta, (bool, complex)) or not isinstance(
+        beta, (int, float, jax.Array)
+    ):
+        raise ValueError(f"β must be a real number, got {beta!r}.")
+    if isinstance(beta, jax.Array) and not jnp.issubdtype(beta.dtype, jnp.floating):
+        raise ValueError(
+            f"β must be a real floating-point scalar, got dtype {beta.dtype}."
+        )
+    return jnp.asarray(float(beta) if isinstance(beta, (int, float)) else beta)
+
+
+def concrete(beta) -> float | None:
+    """The value of β if it is known at trace time, else `None`."""
+    return None if isinstance(beta, jax.core.Tracer) else float(beta)
+
+
+def describe(rule) -> str:
+    """A readable one-line description of a rule with its concrete field values."""
+    fields = []
+    for name, value in vars(rule).items():
+        if isinstance(value, jax.Array) and value.ndim == 0:
+            c = concrete(value)
+            digits = 7 if value.dtype == jnp.float32 else 16
+            value = value if c is None else float(f"{c:.{digits}g}")
+        fields.append(f"{name}={value!r}")
+    return f"{type(rule).__name__}({', '.join(fields)})"
+
+
 def parameters(model) -> tuple[PyTree, PyTree]:
     """Split a model into its inexact array leaves and the rest."""
     return eqx.partition(model, eqx.is_inexact_array)

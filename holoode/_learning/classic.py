@@ -1,11 +1,14 @@
 """Classic equilibrium propagation (finite differences in β)."""
 
+import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
 from .._misc import real_dtype, stop_gradient, tree_dtype
 from .base import (
     AbstractLearningRule,
+    as_beta,
+    concrete,
     free_loss,
     initial_states,
     make_info,
@@ -30,11 +33,11 @@ class ClassicEP(AbstractLearningRule):
     - `symmetric`: use the two-sided estimate.
     """
 
-    beta: float = 0.1
+    beta: float = eqx.field(default=0.1, converter=as_beta)
     symmetric: bool = False
 
     def __check_init__(self):
-        if not isinstance(self.beta, (int, float)) or self.beta == 0:
+        if concrete(self.beta) == 0:
             raise ValueError(
                 f"ClassicEP(beta=...) needs a non-zero real number, got {self.beta!r}."
             )

@@ -3,6 +3,7 @@
 import math
 from typing import Literal
 
+import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
@@ -17,6 +18,8 @@ from .._misc import (
 )
 from .base import (
     AbstractLearningRule,
+    as_beta,
+    concrete,
     free_loss,
     initial_states,
     make_info,
@@ -107,13 +110,14 @@ class HolomorphicEP(AbstractLearningRule):
     - `max_radius_ratio`: threshold on `radius_ratio` for `continuation_lost`.
     """
 
-    beta: float = 0.1
+    beta: float = eqx.field(default=0.1, converter=as_beta)
     num_points: int = 4
     warm_start: Literal["free", "neighbour"] = "free"
     max_radius_ratio: float = 0.9
 
     def __check_init__(self):
-        if not isinstance(self.beta, (int, float)) or not self.beta > 0:
+        beta = concrete(self.beta)
+        if beta is not None and not beta > 0:
             raise ValueError(
                 "HolomorphicEP(beta=...) is the radius |β| of the circle and must be a "
                 f"positive number, got {self.beta!r}."
@@ -175,9 +179,12 @@ class HolomorphicEP(AbstractLearningRule):
                     for u in leaves
                 )
             )
-            floor = (100 * eps(rdtype) + rtol) * u_norm + atol * math.sqrt(size)
+            # A solver stopping on its step size leaves errors of several times its
+            # tolerance, hence the factor 10; a response within 10× of that noise
+            # carries no information about the radius and is not judged.
+            floor = 10 * ((100 * eps(rdtype) + rtol) * u_norm + atol * math.sqrt(size))
             radius_ratio = jnp.where(
-                d1 > floor, (jnp.maximum(d_last, floor) / d1) ** (1 / (n - 2)), 0.0
+                d1 > 10 * floor, (jnp.maximum(d_last, floor) / d1) ** (1 / (n - 2)), 0.0
             )
             continuation_ok = jnp.all(radius_ratio < self.max_radius_ratio)
         else:
