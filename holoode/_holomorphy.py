@@ -102,7 +102,7 @@ def check_holomorphic(
     *,
     cost: AbstractCost | None = None,
     key: PRNGKeyArray | None = None,
-    num_circles: int = 8,
+    num_circles: int = 32,
     num_points: int = 16,
     radius: float = 0.1,
     rtol: float | None = None,

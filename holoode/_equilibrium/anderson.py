@@ -21,32 +21,6 @@ class _AndersonState(eqx.Module):
     relative_error: Scalar  # scaled size of the last residual (< 1: converged)
 
 
-def _solve_hermitian(a, b):
-    """Solve `a z = b` for a small Hermitian positive definite `a` by Gaussian
-    elimination without pivoting (stable for such matrices), unrolled over the
-    static size: under `vmap` this is a handful of fused elementwise operations
-    instead of one LAPACK call per problem."""
-    m = a.shape[0]
-    a = [[a[i, j] for j in range(m)] for i in range(m)]
-    b = [b[i] for i in range(m)]
-    for k in range(m):
-        for i in range(k + 1, m):
-            factor = a[i][k] / a[k][k]
-            for j in range(k + 1, m):
-                a[i][j] = a[i][j] - factor * a[k][j]
-            b[i] = b[i] - factor * b[k]
-    z = [None] * m
-    for i in reversed(range(m)):
-        acc = b[i]
-        for j in range(i + 1, m):
-            acc = acc - a[i][j] * z[j]
-        z[i] = acc / a[i][i]
-    return jnp.stack(z)
-
-
-_SOLVE = _solve_hermitian
-
-
 class _Anderson(optx.AbstractFixedPointSolver):
     """Anderson mixing for a fixed point `u = g(u)`, in Optimistix's protocol.
 
@@ -109,7 +83,7 @@ class _Anderson(optx.AbstractFixedPointSolver):
         size = jnp.max(jnp.where(used, jnp.real(jnp.diagonal(masked)), 0))
         size = jnp.where(size > 0, size, 1)
         shift = jnp.where(used, self.regularisation * size, 1).astype(gram.dtype)
-        z = _SOLVE(masked + jnp.diag(shift), used.astype(gram.dtype))
+        z = jnp.linalg.solve(masked + jnp.diag(shift), used.astype(gram.dtype))
         alpha = z / jnp.sum(z)
         mixed = jnp.sum(alpha[:, None] * values, axis=0)
         # A degenerate history (non-finite coefficients) falls back to a plain step.
