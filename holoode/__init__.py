@@ -24,6 +24,7 @@ from ._learning import (
     AbstractLearningRule as AbstractLearningRule,
     BackpropThroughTime as BackpropThroughTime,
     ClassicEP as ClassicEP,
+    ContinuousHEP as ContinuousHEP,
     HolomorphicEP as HolomorphicEP,
     ImplicitDifferentiation as ImplicitDifferentiation,
 )

@@ -3,3 +3,4 @@ from .bptt import BackpropThroughTime as BackpropThroughTime
 from .classic import ClassicEP as ClassicEP
 from .holomorphic import HolomorphicEP as HolomorphicEP
 from .implicit import ImplicitDifferentiation as ImplicitDifferentiation
+from .continuous import ContinuousHEP as ContinuousHEP

@@ -1,0 +1,103 @@
+"""Continuous-time hEP: convergence in the period (fitted order), the Richardson
+correction, agreement with the N-point estimator, diagnostics and bad input."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import holoode as ho
+from holoode._learning.base import initial_states, solve_batch
+
+from .helpers import TIGHT, data, fit_slope, mlp, reference, rel_error
+
+
+def problem():
+    return mlp(), *data(), ho.CrossEntropy()
+
+
+def relaxation_time(model, x, y, cost):
+    """The slowest time constant of the free dynamics, from the Jacobian's
+    eigenvalues at the free equilibrium (largest over the batch)."""
+    free = solve_batch(TIGHT, model, x, y, cost, 0.0, initial_states(model, x, x.dtype))
+
+    def tau(u, x_b, y_b):
+        flat, unravel = jax.flatten_util.ravel_pytree(u)
+        jac = jax.jacfwd(
+            lambda v: jax.flatten_util.ravel_pytree(
+                model.vector_field(unravel(v), x_b, y_b, 0.0, cost)
+            )[0]
+        )(flat)
+        return 1 / jnp.min(jnp.abs(jnp.real(jnp.linalg.eigvals(jac))))
+
+    return float(jnp.max(jax.vmap(tau)(free.value, x, y)))
+
+
+@pytest.mark.parametrize("richardson,order", [(False, 2), (True, 4)])
+def test_error_falls_with_the_period_at_the_fitted_order(richardson, order):
+    model, x, y, cost = problem()
+    ref = reference(model, x, y, cost)
+    periods = [50.0, 100.0, 200.0]
+    errors = [
+        rel_error(
+            ho.gradient(
+                ho.ContinuousHEP(0.1, period, richardson=richardson),
+                model,
+                x,
+                y,
+                cost=cost,
+            )[0],
+            ref,
+        )
+        for period in periods
+    ]
+    slope = fit_slope(jnp.log(jnp.asarray(periods)), jnp.log(jnp.asarray(errors)))
+    assert abs(slope + order) < 0.3, (slope, errors)
+
+
+def test_1e3_within_100_relaxation_times_in_one_period():
+    model, x, y, cost = problem()
+    tau = relaxation_time(model, x, y, cost)
+    assert 1.0 < tau < 5.0  # the network relaxes in a few time units
+    rule = ho.ContinuousHEP(0.1, period=100 * tau, num_periods=1, richardson=True)
+    grads, info = ho.gradient(rule, model, x, y, cost=cost)
+    assert rel_error(grads, reference(model, x, y, cost)) <= 1e-3
+    assert bool(info.all_reached)
+
+
+def test_long_period_agrees_with_many_point_hep():
+    model, x, y, cost = problem()
+    slow, _ = ho.gradient(ho.ContinuousHEP(0.3, 800.0), model, x, y, cost=cost)
+    hep, _ = ho.gradient(
+        ho.HolomorphicEP(0.3, 16), model, x, y, cost=cost, solver=TIGHT
+    )
+    assert rel_error(slow, hep) < 2e-4
+
+
+def test_lag_estimate_tracks_the_error_and_split_state_agrees():
+    model, x, y, cost = problem()
+    ref = reference(model, x, y, cost)
+    rule = ho.ContinuousHEP(0.1, 50.0)
+    grads, info = ho.gradient(rule, model, x, y, cost=cost)
+    true = rel_error(grads, ref)
+    assert true / 10 < float(info.error_estimate) < true * 10, (
+        true,
+        info.error_estimate,
+    )
+    split, _ = ho.gradient(
+        rule, model, x, y, cost=cost, solver=ho.SteadyStateODE(split_complex=True)
+    )
+    assert rel_error(split, grads) < 1e-6
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="period"):
+        ho.ContinuousHEP(0.1, period=0.0)
+    with pytest.raises(ValueError, match="positive"):
+        ho.ContinuousHEP(-0.1)
+    with pytest.raises(ValueError, match="num_periods"):
+        ho.ContinuousHEP(0.1, num_periods=0)
+    model, x, y, cost = problem()
+    with pytest.raises(ValueError, match="ODE integrator"):
+        ho.gradient(ho.ContinuousHEP(0.1), model, x, y, cost=cost, solver=ho.RootFind())
+    with pytest.raises(Exception, match="max_steps"):
+        ho.gradient(ho.ContinuousHEP(0.1, 50.0, max_steps=5), model, x, y, cost=cost)
