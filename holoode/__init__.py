@@ -28,6 +28,7 @@ from ._learning import (
     HolomorphicEP as HolomorphicEP,
     ImplicitDifferentiation as ImplicitDifferentiation,
 )
+from ._online import online_plasticity as online_plasticity
 from ._model import (
     AbstractEnergyModel as AbstractEnergyModel,
     AbstractEquilibriumModel as AbstractEquilibriumModel,

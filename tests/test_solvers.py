@@ -85,8 +85,14 @@ def test_float32_works():
     )
     x = x64.astype(jnp.float32)
     ref = reference(model64, x64, y, ho.CrossEntropy())
-    for rule in [ho.ImplicitDifferentiation(), ho.HolomorphicEP(0.1, 6)]:
-        grads, info = ho.gradient(rule, model, x, y, cost=ho.CrossEntropy())
+    for rule, solver in [
+        (ho.ImplicitDifferentiation(), None),
+        (ho.HolomorphicEP(0.1, 6), None),
+        (ho.HolomorphicEP(0.1, 6), ho.FixedPointIteration(step_size=0.5)),
+    ]:
+        grads, info = ho.gradient(
+            rule, model, x, y, cost=ho.CrossEntropy(), solver=solver
+        )
         assert grads.weights[0].dtype == jnp.float32
         assert bool(info.all_reached)
         assert rel_error(grads, ref) < 1e-3, rule

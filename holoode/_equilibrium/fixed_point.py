@@ -1,10 +1,18 @@
 """Equilibria by damped fixed-point iteration of the dynamics."""
 
+import jax.numpy as jnp
 import jax.tree_util as jtu
 import optimistix as optx
 
 from .._misc import tree_rms
 from .base import AbstractEquilibriumSolver, complex_checked, finish, real_view
+
+
+def _default_float_rms(tree):
+    # Optimistix starts its error at `jnp.array(inf)`, in the default float dtype
+    # (float64 when x64 is enabled); keep the loop's state dtype fixed for float32
+    # states too.
+    return tree_rms(tree).astype(jnp.result_type(float))
 
 
 class FixedPointIteration(AbstractEquilibriumSolver):
@@ -47,7 +55,7 @@ class FixedPointIteration(AbstractEquilibriumSolver):
         with complex_checked():
             sol = optx.fixed_point(
                 update,
-                optx.FixedPointIteration(rtol=rtol, atol=atol, norm=tree_rms),
+                optx.FixedPointIteration(rtol=rtol, atol=atol, norm=_default_float_rms),
                 y0,
                 args=field,
                 max_steps=self.max_steps,
