@@ -28,12 +28,13 @@ from ._learning import (
     HolomorphicEP as HolomorphicEP,
     ImplicitDifferentiation as ImplicitDifferentiation,
 )
-from ._online import online_plasticity as online_plasticity
 from ._model import (
     AbstractEnergyModel as AbstractEnergyModel,
     AbstractEquilibriumModel as AbstractEquilibriumModel,
     AbstractPrimitiveModel as AbstractPrimitiveModel,
 )
+from ._noise import NeuronNoise as NeuronNoise
+from ._online import online_plasticity as online_plasticity
 from ._solution import Equilibrium as Equilibrium, Info as Info, RESULTS as RESULTS
 
 

@@ -168,6 +168,23 @@ def weighted_signal(
     return jtu.tree_map(lambda s, p: jnp.real(s).astype(p.dtype), signals, params)
 
 
+def add_noise(noise, model, x, y, cost, betas, states, weights, key):
+    """With `noise`, replace equilibria `(batch, points, ...)` by noisy snapshots
+    around them and spread each point's weight evenly over its snapshots."""
+    if noise is None:
+        return states, betas, weights, True
+    if key is None:
+        raise ValueError(
+            "holoode.gradient: this rule has neuron noise, so it needs a PRNG key: "
+            "pass `key=jax.random.key(0)` (a fixed key makes results reproducible)."
+        )
+    from .._noise import sample_points
+
+    states, betas, finite = sample_points(noise, model, x, y, cost, betas, states, key)
+    weights = jnp.repeat(weights, noise.samples, axis=1) / noise.samples
+    return states, betas, weights, finite
+
+
 def free_loss(model, states, x, y, cost) -> Array:
     """Batch-mean cost at the given (free) states."""
     return jnp.mean(
@@ -176,7 +193,7 @@ def free_loss(model, states, x, y, cost) -> Array:
 
 
 def overall_result(
-    sols: list[Equilibrium], grads: PyTree, continuation_ok=True
+    sols: list[Equilibrium], grads: PyTree, continuation_ok=True, noise_finite=True
 ) -> RESULTS:
     """Combine per-solve result codes and gradient checks into one code."""
     finite = jnp.all(
@@ -191,6 +208,7 @@ def overall_result(
     out = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite_gradient)
     out = RESULTS.where(continuation_ok, out, RESULTS.continuation_lost)
     out = RESULTS.where(any_max_steps, RESULTS.max_steps_reached, out)
+    any_nonfinite = any_nonfinite | ~jnp.all(noise_finite)
     return RESULTS.where(any_nonfinite, RESULTS.nonfinite, out)
 
 
@@ -202,6 +220,7 @@ def make_info(
     error_estimate=None,
     radius_ratio=None,
     continuation_ok=True,
+    noise_finite=True,
 ) -> Info:
     """Assemble `Info` from equilibria shaped `(batch,)` or `(batch, points)`."""
 
@@ -224,5 +243,5 @@ def make_info(
         radius_ratio=jnp.full((batch,), jnp.nan)
         if radius_ratio is None
         else radius_ratio,
-        result=overall_result(sols, grads, continuation_ok),
+        result=overall_result(sols, grads, continuation_ok, noise_finite),
     )

@@ -5,8 +5,10 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 
 from .._misc import real_dtype, stop_gradient, tree_dtype
+from .._noise import NeuronNoise
 from .base import (
     AbstractLearningRule,
+    add_noise,
     as_beta,
     concrete,
     free_loss,
@@ -31,10 +33,13 @@ class ClassicEP(AbstractLearningRule):
 
     - `beta`: the nudging strength (non-zero, may be negative).
     - `symmetric`: use the two-sided estimate.
+    - `noise`: a `holoode.NeuronNoise`; the learning signal at each phase is then
+      averaged over noisy snapshots (pass `key` to `holoode.gradient`).
     """
 
     beta: float = eqx.field(default=0.1, converter=as_beta)
     symmetric: bool = False
+    noise: NeuronNoise | None = None
 
     def __check_init__(self):
         if concrete(self.beta) == 0:
@@ -43,7 +48,6 @@ class ClassicEP(AbstractLearningRule):
             )
 
     def estimate(self, model, x, y, *, cost, solver, key):
-        del key
         model = stop_gradient(model)
         params, _ = parameters(model)
         dtype = real_dtype(tree_dtype(params))
@@ -67,7 +71,10 @@ class ClassicEP(AbstractLearningRule):
                 nudged.value,
             )
             all_betas = jnp.concatenate([jnp.zeros((1,), dtype), betas])
+        states, all_betas, weights, finite = add_noise(
+            self.noise, model, x, y, cost, all_betas, states, weights, key
+        )
         signal = weighted_signal(model, states, x, y, cost, all_betas, weights)
         grads = jtu.tree_map(lambda s: s[0], signal)
         loss = free_loss(model, free.value, x, y, cost)
-        return grads, make_info(loss, [free, nudged], grads)
+        return grads, make_info(loss, [free, nudged], grads, noise_finite=finite)

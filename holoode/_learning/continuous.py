@@ -4,6 +4,7 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.random as jr
 import jax.tree_util as jtu
 
 from .._equilibrium import SteadyStateODE
@@ -18,7 +19,8 @@ from .._misc import (
     tree_rms,
 )
 from .._model import holomorphic_grad
-from .._solution import RESULTS, Equilibrium
+from .._noise import NeuronNoise
+from .._solution import Equilibrium, RESULTS
 from .base import (
     AbstractLearningRule,
     as_beta,
@@ -55,8 +57,8 @@ class _Driven(eqx.Module):
             )
         )(u, self.x, self.y)
         du = split(du) if self.split_state else du
-        if len(state) == 1:
-            return (du,)
+        if state[1] is None:
+            return (du, None)
         _, static = parameters(self.model)
 
         def batch_energy(p):
@@ -112,6 +114,9 @@ class ContinuousHEP(AbstractLearningRule):
     - `rtol`, `atol`: integration tolerances (`None`: 1e-8 in float64, 1e-5 in
       float32).
     - `max_steps`: at most this many integration steps per run.
+    - `noise`: a `holoode.NeuronNoise` (its `std` and `dt`): the run is then an
+      SDE, integrated by Euler–Maruyama with step `noise.dt`, and the accumulator
+      averages the signal over the whole noisy run (needs `key`).
     - `richardson`: also run with period `T/2` and return `(4 g_T − g_{T/2}) / 3`,
       which cancels the `1/T²` bias (error `O(1/T⁴)`) for 1.5× the time. A
       correction beyond the paper; see the benchmark for its effect.
@@ -129,6 +134,7 @@ class ContinuousHEP(AbstractLearningRule):
     atol: float | None = None
     max_steps: int = 200_000
     richardson: bool = False
+    noise: NeuronNoise | None = None
 
     def __check_init__(self):
         beta = concrete(self.beta)
@@ -152,23 +158,36 @@ class ContinuousHEP(AbstractLearningRule):
             )
 
     def estimate(self, model, x, y, *, cost, solver, key):
-        del key
         if not isinstance(solver, SteadyStateODE):
             raise ValueError(
                 "ContinuousHEP integrates the dynamics in time, so it needs an ODE "
                 "integrator: pass `solver=holoode.SteadyStateODE(solver=dfx.Tsit5())` "
                 f"(or another Diffrax solver) instead of {type(solver).__name__}."
             )
+        if self.noise is not None:
+            if key is None:
+                raise ValueError(
+                    "holoode.gradient: ContinuousHEP with neuron noise needs a PRNG "
+                    "key: pass `key=jax.random.key(0)`."
+                )
+            if solver.split_complex:
+                raise ValueError(
+                    "ContinuousHEP with neuron noise integrates the complex state "
+                    "directly; use `holoode.SteadyStateODE(split_complex=False)`."
+                )
+            key, key_half = jr.split(key)
+        else:
+            key_half = None
         model = stop_gradient(model)
         params, _ = parameters(model)
         rdtype = real_dtype(tree_dtype(params))
         period = self.period.astype(rdtype)
-        signal, u_end, steps, result = self._run(model, x, y, cost, solver, period)
+        signal, u_end, steps, result = self._run(model, x, y, cost, solver, period, key)
         grads = jtu.tree_map(lambda s, p: jnp.real(s).astype(p.dtype), signal, params)
         if self.richardson:
             # Bias c/T² + O(1/T⁴): combine periods T and T/2 to cancel the c/T² term.
             half, _, steps_half, result_half = self._run(
-                model, x, y, cost, solver, period / 2
+                model, x, y, cost, solver, period / 2, key_half
             )
             coarse = jtu.tree_map(
                 lambda s, p: jnp.real(s).astype(p.dtype), half, params
@@ -208,7 +227,7 @@ class ContinuousHEP(AbstractLearningRule):
         loss = free_loss(model, jtu.tree_map(jnp.real, u_end), x, y, cost)
         return grads, make_info(loss, [run_info], grads, error_estimate=error_estimate)
 
-    def _run(self, model, x, y, cost, solver, period):
+    def _run(self, model, x, y, cost, solver, period, key):
         """One run from `init_state`: warm-up, then `num_periods` periods with the
         accumulator. Returns the complex accumulated signal, the final state, the
         step count and a result code."""
@@ -232,17 +251,28 @@ class ContinuousHEP(AbstractLearningRule):
         )
         controller = dfx.PIDController(rtol=rtol, atol=atol, norm=tree_rms)
 
-        def run(t0, t1, state):
+        def run(t0, t1, state, key):
+            if self.noise is None:
+                terms, integrator, dt0 = dfx.ODETerm(driven), solver.solver, None
+                stepping, max_steps = controller, self.max_steps
+            else:
+                noise = self.noise.diffusion(state[0], t0, t1, key, extra=state[1])
+                terms, integrator = (
+                    dfx.MultiTerm(dfx.ODETerm(driven), noise),
+                    dfx.Euler(),
+                )
+                dt0, stepping = self.noise.dt, dfx.ConstantStepSize()
+                max_steps = self.max_steps
             with complex_checked():
                 sol = dfx.diffeqsolve(
-                    dfx.ODETerm(driven),
-                    solver.solver,
+                    terms,
+                    integrator,
                     t0=t0,
                     t1=t1,
-                    dt0=None,
+                    dt0=dt0,
                     y0=state,
-                    stepsize_controller=controller,
-                    max_steps=self.max_steps,
+                    stepsize_controller=stepping,
+                    max_steps=max_steps,
                     saveat=dfx.SaveAt(t1=True),
                     throw=False,
                 )
@@ -250,16 +280,17 @@ class ContinuousHEP(AbstractLearningRule):
             return jtu.tree_map(lambda a: a[-1], sol.ys), sol.stats["num_steps"], ok
 
         u0 = initial_states(model, x, cdtype)
-        state = (split(u0) if solver.split_complex else u0,)
+        state = (split(u0) if solver.split_complex else u0, None)
+        keys = (None, None) if key is None else tuple(jr.split(key))
         t_warm = self.warmup * period
         t_end = t_warm + self.num_periods * period
         accumulator = jtu.tree_map(lambda p: jnp.zeros(p.shape, cdtype), params)
         accumulator = split(accumulator) if solver.split_complex else accumulator
         steps, ok = jnp.array(0), jnp.array(True)
         if self.warmup > 0:
-            state, steps, ok = run(0.0, t_warm, state)
+            state, steps, ok = run(0.0, t_warm, state, keys[0])
         (u_end, signal), more_steps, more_ok = run(
-            t_warm, t_end, (state[0], accumulator)
+            t_warm, t_end, (state[0], accumulator), keys[1]
         )
         if solver.split_complex:
             u_end, signal = merge(u_end), merge(signal)

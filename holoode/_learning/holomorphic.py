@@ -16,8 +16,10 @@ from .._misc import (
     tree_dtype,
     tree_norm,
 )
+from .._noise import NeuronNoise
 from .base import (
     AbstractLearningRule,
+    add_noise,
     as_beta,
     concrete,
     free_loss,
@@ -108,12 +110,16 @@ class HolomorphicEP(AbstractLearningRule):
       points batched) or `"neighbour"` (each point starts from the previous one on
       the circle).
     - `max_radius_ratio`: threshold on `radius_ratio` for `continuation_lost`.
+    - `noise`: a `holoode.NeuronNoise`; the learning signal at each point is then
+      averaged over noisy snapshots (pass `key` to `holoode.gradient`). The
+      diagnostics use the noise-free equilibria.
     """
 
     beta: float = eqx.field(default=0.1, converter=as_beta)
     num_points: int = 4
     warm_start: Literal["free", "neighbour"] = "free"
     max_radius_ratio: float = 0.9
+    noise: NeuronNoise | None = None
 
     def __check_init__(self):
         beta = concrete(self.beta)
@@ -134,7 +140,6 @@ class HolomorphicEP(AbstractLearningRule):
             )
 
     def estimate(self, model, x, y, *, cost, solver, key):
-        del key
         model = stop_gradient(model)
         params, _ = parameters(model)
         rdtype = real_dtype(tree_dtype(params))
@@ -162,7 +167,10 @@ class HolomorphicEP(AbstractLearningRule):
         weights = harmonic_weights(n, harmonics, complex_dtype(rdtype))
         if points_real:
             weights = jnp.real(weights).astype(rdtype)
-        signal = weighted_signal(model, nudged.value, x, y, cost, betas, weights)
+        states, all_betas, weights_all, finite = add_noise(
+            self.noise, model, x, y, cost, betas, nudged.value, weights, key
+        )
+        signal = weighted_signal(model, states, x, y, cost, all_betas, weights_all)
         grads = jtu.tree_map(lambda s: s[0] / self.beta, signal)
         if n >= 3:
             c1 = tree_norm(jtu.tree_map(lambda s: s[0], signal))
@@ -198,4 +206,5 @@ class HolomorphicEP(AbstractLearningRule):
             error_estimate=error_estimate,
             radius_ratio=radius_ratio,
             continuation_ok=continuation_ok,
+            noise_finite=finite,
         )
