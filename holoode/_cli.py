@@ -41,6 +41,9 @@ def _train(args) -> None:
         rule=args.rule,
         beta=args.beta,
         num_points=args.num_points,
+        period=args.period,
+        noise_std=args.noise_std,
+        hidden=tuple(int(h) for h in args.hidden.split(",")),
         epochs=args.epochs,
         seed=args.seed,
     )
@@ -48,7 +51,7 @@ def _train(args) -> None:
     result = train(config)
     if args.compare == "bp":
         print("backprop reference (implicit differentiation), same model and schedule:")
-        config.rule = "bp"
+        config.rule, config.noise_std = "bp", 0.0
         reference = train(config)
         print(
             f"test accuracy: {config.rule} {100 * reference['test_accuracy']:.2f}% vs "
@@ -60,9 +63,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="holoode", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train on the embedded digits data set")
-    t.add_argument("--rule", default="hep", choices=["hep", "ep", "bp"])
+    t.add_argument(
+        "--rule",
+        default="hep",
+        choices=["hep", "ep", "ep-sym", "continuous", "bp", "bptt"],
+    )
     t.add_argument("--beta", type=float, default=0.5)
     t.add_argument("--num-points", type=int, default=4)
+    t.add_argument("--period", type=float, default=50.0, help="for --rule continuous")
+    t.add_argument("--noise-std", type=float, default=0.0, help="neuron noise σ")
+    t.add_argument(
+        "--hidden", default="128", help="hidden widths, comma-separated (e.g. 256,256)"
+    )
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--compare", choices=["bp"], default=None)

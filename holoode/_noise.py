@@ -37,9 +37,9 @@ class NeuronNoise(eqx.Module):
     """
 
     std: float
-    duration: float = 20.0
-    samples: int = 20
-    dt: float = 0.05
+    duration: float = 10.0
+    samples: int = 10
+    dt: float = 0.1
 
     def __check_init__(self):
         if not self.std >= 0:

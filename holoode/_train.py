@@ -11,10 +11,17 @@ import numpy as np
 import optax
 
 from ._costs import CrossEntropy
-from ._equilibrium import FixedPointIteration
+from ._equilibrium import FixedPointIteration, SteadyStateODE
 from ._gradient import gradient
-from ._learning import ClassicEP, HolomorphicEP, ImplicitDifferentiation
+from ._learning import (
+    BackpropThroughTime,
+    ClassicEP,
+    ContinuousHEP,
+    HolomorphicEP,
+    ImplicitDifferentiation,
+)
 from ._learning.base import initial_states, solve_batch
+from ._noise import NeuronNoise
 from ._solution import RESULTS
 from .nn import HopfieldMLP
 
@@ -33,11 +40,29 @@ def load_digits(seed: int = 0, test_fraction: float = 0.2):
     )
 
 
-RULES = {
-    "hep": lambda beta, n: HolomorphicEP(beta=beta, num_points=n),
-    "ep": lambda beta, n: ClassicEP(beta=beta, symmetric=True),
-    "bp": lambda beta, n: ImplicitDifferentiation(),
-}
+def make_rule(config: "TrainConfig"):
+    """The learning rule named by `config.rule`, with the config's noise."""
+    noise = NeuronNoise(config.noise_std) if config.noise_std > 0 else None
+    rules = {
+        "hep": lambda: HolomorphicEP(config.beta, config.num_points, noise=noise),
+        "ep": lambda: ClassicEP(config.beta, noise=noise),
+        "ep-sym": lambda: ClassicEP(config.beta, symmetric=True, noise=noise),
+        "continuous": lambda: ContinuousHEP(
+            config.beta, config.period, config.num_periods, noise=noise
+        ),
+        "bp": lambda: ImplicitDifferentiation(),
+        "bptt": lambda: BackpropThroughTime(),
+    }
+    if config.rule not in rules:
+        raise ValueError(
+            f"Unknown rule {config.rule!r}; choose one of {sorted(rules)}."
+        )
+    if noise is not None and config.rule in ("bp", "bptt"):
+        raise ValueError(f"Rule {config.rule!r} has no neuron-noise option.")
+    return rules[config.rule]()
+
+
+RULES = ("hep", "ep", "ep-sym", "continuous", "bp", "bptt")
 
 
 @dataclass
@@ -45,6 +70,9 @@ class TrainConfig:
     rule: str = "hep"
     beta: float = 0.5
     num_points: int = 4
+    period: float = 50.0
+    num_periods: int = 1
+    noise_std: float = 0.0
     hidden: tuple[int, ...] = (128,)
     epochs: int = 30
     batch_size: int = 32
@@ -63,23 +91,24 @@ def accuracy(model, x, y, solver) -> float:
 
 def train(config: TrainConfig, log=print) -> dict:
     """Train a Hopfield MLP on digits with the chosen rule; returns final metrics."""
-    if config.rule not in RULES:
-        raise ValueError(
-            f"Unknown rule {config.rule!r}; choose one of {sorted(RULES)}."
-        )
     x_train, x_test, y_train, y_test = load_digits()
     key = jr.key(config.seed)
     sizes = (x_train.shape[1], *config.hidden, 10)
-    model = HopfieldMLP(sizes, key=key)
-    rule = RULES[config.rule](config.beta, config.num_points)
+    model_key, key = jr.split(key)
+    model = HopfieldMLP(sizes, key=model_key)
+    rule = make_rule(config)
     solver = FixedPointIteration(step_size=0.5, rtol=1e-4, atol=1e-4, max_steps=1000)
+    # ContinuousHEP runs the dynamics in time: it takes an ODE integrator.
+    rule_solver = SteadyStateODE() if config.rule == "continuous" else solver
     cost = CrossEntropy()
     optim = optax.sgd(config.learning_rate, momentum=config.momentum)
     opt_state = optim.init(eqx.filter(model, eqx.is_inexact_array))
 
     @eqx.filter_jit
-    def step(model, opt_state, x, y):
-        grads, info = gradient(rule, model, x, y, cost=cost, solver=solver, throw=False)
+    def step(model, opt_state, x, y, key):
+        grads, info = gradient(
+            rule, model, x, y, cost=cost, solver=rule_solver, key=key, throw=False
+        )
         updates, opt_state = optim.update(grads, opt_state)
         ok = info.result == RESULTS.successful
         new_model = eqx.apply_updates(model, updates)
@@ -98,8 +127,13 @@ def train(config: TrainConfig, log=print) -> dict:
         order = rng.permutation(len(x_train))[:n].reshape(-1, config.batch_size)
         losses = []
         for idx in order:
+            key, step_key = jr.split(key)
             model, opt_state, loss, code = step(
-                model, opt_state, jnp.asarray(x_train[idx]), jnp.asarray(y_train[idx])
+                model,
+                opt_state,
+                jnp.asarray(x_train[idx]),
+                jnp.asarray(y_train[idx]),
+                step_key,
             )
             losses.append(float(loss))
             if int(code) != 0:  # the step was skipped: the parameters are unchanged
