@@ -8,6 +8,7 @@ from collections.abc import Callable
 import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import optimistix as optx
 from jaxtyping import Array, Bool, Int, PyTree
 
 from .._misc import default_tolerance, tree_dtype, tree_rms
@@ -98,6 +99,38 @@ def complex_checked():
             "ignore", message="Complex .*support in (Diffrax|Optimistix)"
         )
         yield
+
+
+def optimistix_solve(
+    entry,
+    fn,
+    solver,
+    vector_field: VectorField,
+    u0,
+    *,
+    split_complex: bool,
+    max_steps: int,
+    differentiable: bool,
+) -> Equilibrium:
+    """Run an Optimistix entry point (`optx.root_find` or `optx.fixed_point`) on
+    `fn(u, field)`, with the state split into real pairs if asked to, and
+    package the result."""
+    adjoint = (
+        optx.RecursiveCheckpointAdjoint() if differentiable else optx.ImplicitAdjoint()
+    )
+    field, y0, to_state = real_view(vector_field, u0, split_complex)
+    with complex_checked():
+        sol = entry(
+            fn,
+            solver,
+            y0,
+            args=field,
+            max_steps=max_steps,
+            adjoint=adjoint,
+            throw=False,
+        )
+    success = sol.result == optx.RESULTS.successful
+    return finish(vector_field, to_state(sol.value), sol.stats["num_steps"], success)
 
 
 def finish(

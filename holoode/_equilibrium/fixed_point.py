@@ -5,7 +5,7 @@ import jax.tree_util as jtu
 import optimistix as optx
 
 from .._misc import tree_rms
-from .base import AbstractEquilibriumSolver, complex_checked, finish, real_view
+from .base import AbstractEquilibriumSolver, optimistix_solve
 
 
 def _default_float_rms(tree):
@@ -46,23 +46,13 @@ class FixedPointIteration(AbstractEquilibriumSolver):
         def update(u, f):
             return jtu.tree_map(lambda a, b: a + self.step_size * b, u, f(u))
 
-        adjoint = (
-            optx.RecursiveCheckpointAdjoint()
-            if differentiable
-            else optx.ImplicitAdjoint()
-        )
-        field, y0, to_state = real_view(vector_field, u0, self.split_complex)
-        with complex_checked():
-            sol = optx.fixed_point(
-                update,
-                optx.FixedPointIteration(rtol=rtol, atol=atol, norm=_default_float_rms),
-                y0,
-                args=field,
-                max_steps=self.max_steps,
-                adjoint=adjoint,
-                throw=False,
-            )
-        success = sol.result == optx.RESULTS.successful
-        return finish(
-            vector_field, to_state(sol.value), sol.stats["num_steps"], success
+        return optimistix_solve(
+            optx.fixed_point,
+            update,
+            optx.FixedPointIteration(rtol=rtol, atol=atol, norm=_default_float_rms),
+            vector_field,
+            u0,
+            split_complex=self.split_complex,
+            max_steps=self.max_steps,
+            differentiable=differentiable,
         )

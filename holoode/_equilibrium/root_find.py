@@ -3,7 +3,7 @@
 import optimistix as optx
 
 from .._misc import tree_rms
-from .base import AbstractEquilibriumSolver, complex_checked, finish, real_view
+from .base import AbstractEquilibriumSolver, optimistix_solve
 
 
 class RootFind(AbstractEquilibriumSolver):
@@ -36,23 +36,13 @@ class RootFind(AbstractEquilibriumSolver):
             solver = optx.Newton(rtol=rtol, atol=atol, norm=tree_rms)
         else:
             solver = self.solver
-        adjoint = (
-            optx.RecursiveCheckpointAdjoint()
-            if differentiable
-            else optx.ImplicitAdjoint()
-        )
-        field, y0, to_state = real_view(vector_field, u0, self.split_complex)
-        with complex_checked():
-            sol = optx.root_find(
-                lambda u, f: f(u),
-                solver,
-                y0,
-                args=field,
-                max_steps=self.max_steps,
-                adjoint=adjoint,
-                throw=False,
-            )
-        success = sol.result == optx.RESULTS.successful
-        return finish(
-            vector_field, to_state(sol.value), sol.stats["num_steps"], success
+        return optimistix_solve(
+            optx.root_find,
+            lambda u, f: f(u),
+            solver,
+            vector_field,
+            u0,
+            split_complex=self.split_complex,
+            max_steps=self.max_steps,
+            differentiable=differentiable,
         )
