@@ -86,7 +86,12 @@ TIGHT = ho.RootFind(rtol=1e-13, atol=1e-13)
 EXACT = ho.ImplicitDifferentiation(linear_solver=lx.LU())
 
 # Every solver and rule, so that a new member is tested everywhere at once.
-SOLVERS = [ho.SteadyStateODE(), ho.RootFind(), ho.FixedPointIteration(step_size=0.5)]
+SOLVERS = [
+    ho.SteadyStateODE(),
+    ho.RootFind(),
+    ho.FixedPointIteration(step_size=0.5),
+    ho.AndersonAcceleration(),
+]
 
 RULES = [
     ho.ImplicitDifferentiation(),

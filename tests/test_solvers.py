@@ -37,6 +37,7 @@ def test_energy_form_with_every_rule():
         lambda split: ho.SteadyStateODE(split_complex=split),
         lambda split: ho.RootFind(split_complex=split),
         lambda split: ho.FixedPointIteration(step_size=0.5, split_complex=split),
+        lambda split: ho.AndersonAcceleration(split_complex=split),
     ],
 )
 def test_complex_state_equals_split_state(make):
