@@ -191,8 +191,12 @@ class HolomorphicEP(AbstractLearningRule):
             # tolerance, hence the factor 10; a response within 10× of that noise
             # carries no information about the radius and is not judged.
             floor = 10 * ((100 * eps(rdtype) + rtol) * u_norm + atol * math.sqrt(size))
+            # A response below the noise but a large aliased harmonic means the
+            # circle is far outside the analytic disc: never report that as safe.
             radius_ratio = jnp.where(
-                d1 > 10 * floor, (jnp.maximum(d_last, floor) / d1) ** (1 / (n - 2)), 0.0
+                d1 > 10 * floor,
+                (jnp.maximum(d_last, floor) / jnp.maximum(d1, floor)) ** (1 / (n - 2)),
+                jnp.where(d_last > 10 * floor, jnp.inf, 0.0),
             )
             continuation_ok = jnp.all(radius_ratio < self.max_radius_ratio)
         else:
