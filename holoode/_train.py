@@ -109,14 +109,18 @@ def train(config: TrainConfig, log=print) -> dict:
         grads, info = gradient(
             rule, model, x, y, cost=cost, solver=rule_solver, key=key, throw=False
         )
-        updates, opt_state = optim.update(grads, opt_state)
         ok = info.result == RESULTS.successful
+        # A skipped step must leave no trace: zero the gradient (so NaNs never
+        # reach the optimiser) and keep both the model and the optimiser state.
+        grads = jax.tree_util.tree_map(lambda g: jnp.where(ok, g, 0.0), grads)
+        updates, new_state = optim.update(grads, opt_state)
         new_model = eqx.apply_updates(model, updates)
-        model = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(ok, new, old) if eqx.is_array(new) else new,
-            new_model,
-            model,
-        )
+
+        def keep(new, old):
+            return jnp.where(ok, new, old) if eqx.is_array(new) else new
+
+        model = jax.tree_util.tree_map(keep, new_model, model)
+        opt_state = jax.tree_util.tree_map(keep, new_state, opt_state)
         return model, opt_state, info.loss, info.result._value
 
     rng = np.random.default_rng(config.seed)
