@@ -25,10 +25,8 @@ same N (with 1% slack for float32 round-off), and the loosest matching tolerance
 is the one compared with the targets.
 
 The float32 measurements run with `jax_enable_x64` off (JAX's default, what users
-run); only the float64 reference is computed inside `jax.enable_x64(True)`. (With
-x64 on globally, `holoode.FixedPointIteration` fails on float32 states: the
-Optimistix fixed-point state is created as float64 and the loop carry changes
-type.)
+run: Python scalars and indices stay 32-bit); only the float64 reference is
+computed inside `jax.enable_x64(True)`.
 
 Usage:
 
@@ -209,9 +207,19 @@ def main(argv=None):
         default=str(Path(__file__).resolve().parent / "results"),
         help="output folder (default benchmarks/results)",
     )
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="only redraw core_speed.png from the core_speed.json in --out",
+    )
     args = parser.parse_args(argv)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        record = json.loads((out_dir / "core_speed.json").read_text())
+        plot(record["rows"], out_dir / "core_speed.png", record["settings"])
+        print(f"wrote {out_dir / 'core_speed.png'}")
+        return
     load_start = os.getloadavg()
     t_start = time.perf_counter()
 
@@ -585,7 +593,7 @@ def plot(rows, path, settings):
         solver = r["solver"].split("(")[0].replace("AndersonAcceleration", "Anderson")
         solver = solver.replace("FixedPointIteration", "FixedPoint")
         tol = "" if r["tolerance"] is None else f"\ntol {r['tolerance']:g}"
-        n = "" if r["N"] == "-" else f" N={r['N']}"
+        n = "" if r["N"] == "-" else f"\nN={r['N']}"
         labels.append(f"{short}{n}\n{solver if solver != '-' else ''}{tol}")
     colours = [
         {"paper": "tab:grey", "chosen": "tab:blue", "implicit": "tab:orange"}[
@@ -593,7 +601,9 @@ def plot(rows, path, settings):
         ]
         for r in main_rows
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    fig, axes = plt.subplots(
+        1, 3, figsize=(19, 5.8), gridspec_kw={"width_ratios": [1.25, 1.25, 1]}
+    )
     pos = np.arange(len(main_rows))
     axes[0].bar(pos, [1e3 * r["time_s"] for r in main_rows], color=colours)
     axes[0].set_yscale("log")
@@ -603,7 +613,7 @@ def plot(rows, path, settings):
     axes[1].set_ylabel("relative L2 gradient error vs float64 reference")
     for ax in axes[:2]:
         ax.set_xticks(pos)
-        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_xticklabels(labels, fontsize=6.5)
         ax.grid(axis="y", which="both", alpha=0.3)
     # error against time for the whole tolerance sweep
     ax = axes[2]
