@@ -24,8 +24,8 @@ class RESULTS(eqx.Enumeration):
         "function of β: their Fourier harmonics do not decay, so |β| is at or "
         "beyond the radius in which the equilibrium continues analytically and "
         "the holomorphic EP gradient would be wrong. Fix: reduce |β| (below the "
-        "estimated safe radius `|β| / info.radius_ratio`), or use "
-        "`holoode.stability_map` to see where the equilibrium breaks down."
+        "estimated safe radius `|β| / info.radius_ratio`), or raise `num_points` "
+        "for a sharper estimate of that radius."
     )
     nonfinite_gradient = (
         "The gradient contains NaN or inf. Fix: check the inputs for NaN and the "

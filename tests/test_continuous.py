@@ -8,7 +8,7 @@ import pytest
 import holoode as ho
 from holoode._learning.base import initial_states, solve_batch
 
-from .helpers import TIGHT, data, fit_slope, mlp, reference, rel_error
+from .helpers import data, fit_slope, mlp, reference, rel_error, TIGHT
 
 
 def problem():

@@ -7,7 +7,7 @@ import pytest
 
 import holoode as ho
 
-from .helpers import QuarticHopfield, data, flat, mlp, reference
+from .helpers import data, flat, mlp, QuarticHopfield, reference
 
 
 def cosine(a, b):

@@ -97,7 +97,7 @@ class ContinuousHEP(AbstractLearningRule):
     (the first Fourier coefficient, as in `holoode.HolomorphicEP` with N → ∞). It
     lags by about `τ ω` (`τ`: relaxation time); the first-order lag is imaginary
     and drops out of the real part, so the bias falls like `(τ/T)²`. Choose the
-    period well above the relaxation time (`benchmarks/continuous.py` measures the
+    period well above the relaxation time (`tests/test_continuous.py` fits the
     error against the period).
 
     The integrator is the Diffrax solver of the `holoode.SteadyStateODE` passed as
