@@ -2,7 +2,12 @@
 propagation, in JAX."""
 
 from . import nn as nn
-from ._activations import identity as identity, shifted_sigmoid as shifted_sigmoid
+from ._activations import (
+    hard_tanh as hard_tanh,
+    identity as identity,
+    shifted_sigmoid as shifted_sigmoid,
+    softplus as softplus,
+)
 from ._costs import (
     AbstractCost as AbstractCost,
     CrossEntropy as CrossEntropy,
@@ -35,7 +40,15 @@ from ._model import (
 )
 from ._noise import NeuronNoise as NeuronNoise
 from ._online import online_plasticity as online_plasticity
+from ._pooling import softmax_pool as softmax_pool
 from ._solution import Equilibrium as Equilibrium, Info as Info, RESULTS as RESULTS
+from ._stability import (
+    beta_grid as beta_grid,
+    plot_stability_map as plot_stability_map,
+    safe_beta as safe_beta,
+    stability_map as stability_map,
+    StabilityMap as StabilityMap,
+)
 
 
 __version__ = "0.1.0"

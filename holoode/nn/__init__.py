@@ -1,3 +1,4 @@
 """Ready-made networks."""
 
+from ._convnet import HopfieldConvNet as HopfieldConvNet
 from ._mlp import HopfieldMLP as HopfieldMLP
