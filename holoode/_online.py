@@ -135,6 +135,7 @@ def online_plasticity(
                 rtol=rtol, atol=atol, norm=tree_rms, jump_ts=switches
             ),
             saveat=dfx.SaveAt(t1=True),
+            adjoint=dfx.ForwardMode(),  # never differentiated: a plain while loop
             max_steps=max_steps
             if max_steps is not None
             else 400 * n * periods_per_example,

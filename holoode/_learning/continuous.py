@@ -274,6 +274,9 @@ class ContinuousHEP(AbstractLearningRule):
                     stepsize_controller=stepping,
                     max_steps=max_steps,
                     saveat=dfx.SaveAt(t1=True),
+                    # Never differentiated (the gradient is the accumulator): a plain
+                    # while loop, no checkpointing; also what a noisy run requires.
+                    adjoint=dfx.ForwardMode(),
                     throw=False,
                 )
             ok = sol.result == dfx.RESULTS.successful
