@@ -41,6 +41,7 @@ from ._model import (
 from ._noise import NeuronNoise as NeuronNoise
 from ._online import online_plasticity as online_plasticity
 from ._pooling import softmax_pool as softmax_pool
+from ._relaxation import relaxation_time as relaxation_time
 from ._solution import Equilibrium as Equilibrium, Info as Info, RESULTS as RESULTS
 from ._stability import (
     beta_grid as beta_grid,

@@ -1,14 +1,12 @@
 """Continuous-time hEP: convergence in the period (fitted order), the Richardson
 correction, agreement with the N-point estimator, diagnostics and bad input."""
 
-import jax
 import jax.numpy as jnp
 import pytest
 
 import holoode as ho
-from holoode._learning.base import initial_states, solve_batch
 
-from .helpers import data, fit_slope, mlp, reference, rel_error, TIGHT
+from .helpers import data, fit_slope, LinearPole, mlp, reference, rel_error, TIGHT
 
 
 def problem():
@@ -16,20 +14,17 @@ def problem():
 
 
 def relaxation_time(model, x, y, cost):
-    """The slowest time constant of the free dynamics, from the Jacobian's
-    eigenvalues at the free equilibrium (largest over the batch)."""
-    free = solve_batch(TIGHT, model, x, y, cost, 0.0, initial_states(model, x, x.dtype))
+    return float(jnp.max(ho.relaxation_time(model, x, y, cost=cost, solver=TIGHT)))
 
-    def tau(u, x_b, y_b):
-        flat, unravel = jax.flatten_util.ravel_pytree(u)
-        jac = jax.jacfwd(
-            lambda v: jax.flatten_util.ravel_pytree(
-                model.vector_field(unravel(v), x_b, y_b, 0.0, cost)
-            )[0]
-        )(flat)
-        return 1 / jnp.min(jnp.abs(jnp.real(jnp.linalg.eigvals(jac))))
 
-    return float(jnp.max(jax.vmap(tau)(free.value, x, y)))
+@pytest.mark.parametrize("a", [0.5, 2.0])
+def test_relaxation_time_is_exact_on_a_linear_model(a):
+    # E = ½ a u² − w x u: du/dt = −a u + w x, so every perturbation decays like e^{−at}.
+    model = LinearPole(jnp.array(a), jnp.array(0.7))
+    x, y = jnp.ones((3, 1)), jnp.zeros((3, 1))
+    tau = ho.relaxation_time(model, x, y, cost=ho.SquaredError(), solver=TIGHT)
+    assert tau.shape == (3,)
+    assert jnp.allclose(tau, 1 / a, rtol=1e-10)
 
 
 @pytest.mark.parametrize("richardson,order", [(False, 2), (True, 4)])
