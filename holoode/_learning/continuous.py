@@ -97,8 +97,13 @@ class ContinuousHEP(AbstractLearningRule):
     (the first Fourier coefficient, as in `holoode.HolomorphicEP` with N → ∞). It
     lags by about `τ ω` (`τ`: relaxation time); the first-order lag is imaginary
     and drops out of the real part, so the bias falls like `(τ/T)²`. Choose the
-    period well above the relaxation time (`tests/test_continuous.py` fits the
-    error against the period).
+    period well above the relaxation time, which `holoode.relaxation_time` measures
+    (`tests/test_continuous.py` fits the error against the period: order 2, and
+    order 4 with `richardson=True`, which reaches 1e-3 at `T = 100 τ` on a small
+    MLP; `benchmarks/continuous.py` tabulates the error against `T` for a digits
+    network). The default `period=100` suits networks with `τ` of a few time
+    units, as the shifted-sigmoid `holoode.nn.HopfieldMLP` at initialisation;
+    trained networks can relax more slowly (check `relaxation_time`).
 
     The integrator is the Diffrax solver of the `holoode.SteadyStateODE` passed as
     `solver` to `holoode.gradient` (default `dfx.Tsit5()`, and its
