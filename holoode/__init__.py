@@ -1,7 +1,7 @@
 """holoode: exact gradients for energy-based networks by holomorphic equilibrium
 propagation, in JAX."""
 
-from . import nn as nn
+from . import data as data, nn as nn
 from ._activations import (
     hard_tanh as hard_tanh,
     identity as identity,
