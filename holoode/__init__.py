@@ -50,6 +50,16 @@ from ._stability import (
     stability_map as stability_map,
     StabilityMap as StabilityMap,
 )
+from ._training import (
+    CheckpointError as CheckpointError,
+    load_config as load_config,
+    plot_run as plot_run,
+    PRESETS as PRESETS,
+    train as train,
+    TrainConfig as TrainConfig,
+    TrainingStopped as TrainingStopped,
+    TrainResult as TrainResult,
+)
 
 
 __version__ = "0.1.0"

@@ -1,6 +1,9 @@
-"""The `holoode` command."""
+"""The `holoode` command: `holoode train`, `holoode plot RUN_DIR`, `holoode demo`."""
 
 import argparse
+import datetime
+import json
+import pathlib
 import sys
 
 
@@ -13,10 +16,9 @@ def _demo(args) -> None:
 
     import holoode as ho
 
-    from ._train import load_digits
-
-    x, _, y, _ = load_digits()
-    x, y = jnp.asarray(x[:16], jnp.float64), jnp.asarray(y[:16])
+    source = ho.data.load("digits", "train")
+    x, y = source.get(jnp.arange(16))
+    x, y = jnp.asarray(x.reshape(16, -1), jnp.float64), jnp.asarray(y)
     model = ho.nn.HopfieldMLP((64, 32, 10), key=jr.key(0), dtype=jnp.float64)
     cost = ho.CrossEntropy()
     exact, _ = ho.gradient(ho.ImplicitDifferentiation(), model, x, y, cost=cost)
@@ -34,57 +36,140 @@ def _demo(args) -> None:
         print(f"{str(rule):44s} {float(err):22.2e} {float(info.error_estimate):15.2e}")
 
 
-def _train(args) -> None:
-    from ._train import train, TrainConfig
+# The shortcut flags and the config fields they set.
+_SHORTCUTS = {
+    "rule": "rule",
+    "beta": "beta",
+    "num_points": "num_points",
+    "period": "period",
+    "noise_std": "noise_std",
+    "hidden": "hidden",
+    "epochs": "epochs",
+    "seed": "seed",
+}
 
-    config = TrainConfig(
-        rule=args.rule,
-        beta=args.beta,
-        num_points=args.num_points,
-        period=args.period,
-        noise_std=args.noise_std,
-        hidden=tuple(int(h) for h in args.hidden.split(",")),
-        epochs=args.epochs,
-        seed=args.seed,
+
+def _config(args):
+    from ._training._config import load_config, parse_overrides, PRESETS, resolve
+
+    overrides = {
+        field: getattr(args, flag)
+        for flag, field in _SHORTCUTS.items()
+        if getattr(args, flag) is not None
+    }
+    overrides.update(parse_overrides(args.set))
+    if args.config is not None and args.preset is not None:
+        raise ValueError(
+            "Give either --preset or --config (put `preset = ...` in the file)."
+        )
+    saved = None if args.run_dir is None else pathlib.Path(args.run_dir) / "config.json"
+    if args.config is not None:
+        base = load_config(args.config)
+    elif args.resume and args.preset is None and saved is not None and saved.is_file():
+        base = resolve(None, **json.loads(saved.read_text()))
+    else:
+        base = PRESETS[args.preset or "digits-mlp"]
+    config = resolve(base, **overrides)
+    if args.run_dir is not None:
+        config = resolve(config, run_dir=args.run_dir)
+    elif config.run_dir is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        config = resolve(config, run_dir=f"runs/{config.preset}-{config.rule}-{stamp}")
+    return config
+
+
+def _train(args) -> int:
+    from ._training._config import resolve
+
+    config = _config(args)
+    if config.dtype == "float64":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    from ._training import train
+
+    print(f"holoode train: preset {config.preset}, data {config.dataset}, rule "
+          f"{config.rule}; run directory {config.run_dir}")  # fmt: skip
+    result = train(config, resume=args.resume, progress=not args.no_progress)
+    print(
+        f"{config.rule}: test accuracy {100 * result.test_accuracy:.2f}% (top-5 "
+        f"{100 * result.test_top5:.2f}%), {result.skipped_steps} skipped steps, "
+        f"{result.seconds:.0f} s. Curves: holoode plot {config.run_dir}"
     )
-    print(f"training a Hopfield MLP on scikit-learn digits: {config}")
-    result = train(config)
     if args.compare == "bp":
         print("backprop reference (implicit differentiation), same model and schedule:")
-        config.rule, config.noise_std = "bp", 0.0
-        reference = train(config)
-        print(
-            f"test accuracy: {config.rule} {100 * reference['test_accuracy']:.2f}% vs "
-            f"{args.rule} {100 * result['test_accuracy']:.2f}%"
+        reference = train(
+            resolve(config, rule="bp", noise_std=0.0, run_dir=None),
+            progress=not args.no_progress,
         )
+        print(
+            f"test accuracy: bp {100 * reference.test_accuracy:.2f}% vs "
+            f"{config.rule} {100 * result.test_accuracy:.2f}%"
+        )
+    return 0
 
 
-def main(argv=None) -> int:
+def _plot(args) -> int:
+    from ._training import plot_run
+
+    print(plot_run(args.run_dir, args.output))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    from ._training._config import PRESETS, RULES
+
     parser = argparse.ArgumentParser(prog="holoode", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train on the embedded digits data set")
-    t.add_argument(
-        "--rule",
-        default="hep",
-        choices=["hep", "ep", "ep-sym", "continuous", "bp", "bptt"],
+    t = sub.add_parser(
+        "train",
+        help="train a network (default: the digits-mlp preset, offline, minutes)",
+        description="Precedence: preset or config file < shortcut flags < --set.",
     )
-    t.add_argument("--beta", type=float, default=0.5)
-    t.add_argument("--num-points", type=int, default=4)
-    t.add_argument("--period", type=float, default=50.0, help="for --rule continuous")
-    t.add_argument("--noise-std", type=float, default=0.0, help="neuron noise σ")
+    t.add_argument("--preset", choices=sorted(PRESETS), default=None)
+    t.add_argument("--config", default=None, help="a TOML or YAML config file")
     t.add_argument(
-        "--hidden", default="128", help="hidden widths, comma-separated (e.g. 256,256)"
+        "--set", action="append", metavar="KEY=VALUE", help="override a config field"
     )
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--run-dir", default=None, help="default: runs/PRESET-RULE-TIME")
+    t.add_argument("--resume", action="store_true", help="continue from --run-dir")
     t.add_argument("--compare", choices=["bp"], default=None)
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--rule", choices=RULES, default=None)
+    t.add_argument("--beta", type=float, default=None)
+    t.add_argument("--num-points", type=int, default=None)
+    t.add_argument("--period", type=float, default=None, help="for --rule continuous")
+    t.add_argument("--noise-std", type=float, default=None, help="neuron noise σ")
+    t.add_argument("--hidden", default=None, help="hidden widths, e.g. 256,256")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--seed", type=int, default=None)
     t.set_defaults(func=_train)
+    p = sub.add_parser("plot", help="draw the training curves of a run as a PNG")
+    p.add_argument("run_dir")
+    p.add_argument("--output", default=None, help="default: RUN_DIR/curves.png")
+    p.set_defaults(func=_plot)
     d = sub.add_parser("demo", help="hEP and classic EP vs the exact gradient")
     d.add_argument("--beta", type=float, default=0.5)
     d.set_defaults(func=_demo)
-    args = parser.parse_args(argv)
-    args.func(args)
-    return 0
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from ._training import CheckpointError, TrainingStopped
+    from .data import DatasetNotFoundError
+
+    try:
+        return args.func(args) or 0
+    except (
+        CheckpointError,
+        TrainingStopped,
+        DatasetNotFoundError,
+        FileNotFoundError,
+        ValueError,
+    ) as e:
+        print(f"holoode {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

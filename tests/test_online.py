@@ -1,11 +1,29 @@
 """Online plasticity learns a real data set (scikit-learn digits)."""
 
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import pytest
 
 import holoode as ho
-from holoode._train import accuracy, load_digits
+from holoode._learning.base import initial_states, solve_batch
+
+
+def load_digits():
+    train, test = ho.data.load("digits", "train"), ho.data.load("digits", "test")
+    (x_train, y_train), (x_test, y_test) = (
+        s.get(jnp.arange(len(s))) for s in (train, test)
+    )
+    flat = lambda x: x.reshape(len(x), -1)  # noqa: E731
+    return flat(x_train), flat(x_test), y_train, y_test
+
+
+def accuracy(model, x, y, solver):
+    free = solve_batch(
+        solver, model, x, y, ho.CrossEntropy(), 0.0, initial_states(model, x, x.dtype)
+    )
+    logits = jax.vmap(model.readout)(free.value, x)
+    return float(jnp.mean(jnp.argmax(logits, axis=-1) == y))
 
 
 def test_online_plasticity_learns_digits():

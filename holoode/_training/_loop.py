@@ -1,0 +1,277 @@
+"""`holoode.train`: the training loop around the compiled step."""
+
+import dataclasses
+import json
+import math
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax.random as jr
+import numpy as np
+
+from .. import data as hdata
+from . import _build, _checkpoint, _step
+from ._config import resolve, TrainConfig
+from ._faults import diagnose, TrainingStopped
+from ._metrics import MetricsLog, Progress
+from ._sharding import DataParallel
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `holoode.train` returns.
+
+    **Fields:** `config` (the resolved `TrainConfig`), `model` (the trained
+    network), `test_accuracy`, `test_top5`, `test_loss` (the last evaluation),
+    `train_loss` (mean over the last epoch's successful steps), `steps` (steps
+    taken, skipped ones included), `skipped_steps` and `skip_reasons` (counts by
+    `holoode.RESULTS` name), `seconds` (wall time of this call), `history` (the
+    metrics records), `run_dir`, `finished` (`False` if stopped by
+    `stop_after_steps`). Indexing by field name (`result["test_accuracy"]`) works
+    too.
+    """
+
+    config: TrainConfig
+    model: Any
+    test_accuracy: float
+    test_top5: float
+    test_loss: float
+    train_loss: float
+    steps: int
+    skipped_steps: int
+    skip_reasons: dict[str, int]
+    seconds: float
+    history: list[dict]
+    run_dir: str | None
+    finished: bool
+
+    def __getitem__(self, name: str):
+        return getattr(self, name)
+
+
+def _sources(config: TrainConfig):
+    kw = dict(data_dir=config.data_dir)
+    return hdata.load(config.dataset, "train", **kw), hdata.load(
+        config.dataset, "test", **kw
+    )
+
+
+def evaluate(evaluate_fn, model, loader, dp: DataParallel) -> dict[str, float]:
+    """Test metrics over a whole split (padded last batch masked out)."""
+    sums: dict[str, float] = {}
+    for batch in loader.epoch(0):
+        out = evaluate_fn(model, *dp.shard(batch.x, batch.y, batch.mask))
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+    n = max(sums["count"], 1.0)
+    return {
+        "test_loss": sums["loss"] / n,
+        "test_accuracy": sums["top1"] / n,
+        "test_top5": sums["topk"] / n,
+        "test_unreached": int(sums["unreached"]),
+    }
+
+
+def train(
+    config: TrainConfig | str | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    callback: Callable[[dict], None] | None = None,
+    stop_after_steps: int | None = None,
+    sources=None,
+    **overrides,
+) -> TrainResult:
+    """Train an energy-based network with any learning rule.
+
+    The loop: for each epoch, batches in an order that is a pure function of
+    `(seed, epoch, batch)`; one compiled step per batch (gradient by the rule,
+    optimiser update), traced once per run; evaluation on the test split every
+    `eval_every` epochs and at the end (top-1, top-k, loss, over every example).
+    A step whose result is not `holoode.RESULTS.successful` (an equilibrium not
+    reached, the continuation lost, a non-finite gradient) leaves the model and
+    the optimiser state untouched and is counted with its reason;
+    `max_consecutive_skips` in a row raise `TrainingStopped` with a diagnosis
+    (for holomorphic EP, the estimated safe `|β|` by `holoode.safe_beta`).
+
+    With `run_dir`, the run directory receives `config.json`, `metrics.jsonl` and
+    `metrics.csv` (one record per epoch) and `checkpoint.eqx` (model, optimiser
+    state, PRNG key, data position, skip counters; every `checkpoint_every` steps,
+    at the end, and on `KeyboardInterrupt`). `resume=True` continues from it; the
+    result is bit-for-bit the result of an uninterrupted run on the same devices.
+
+    **Arguments:**
+
+    - `config`: a `holoode.TrainConfig`, a preset name (`holoode.PRESETS`) or
+      `None` (the "digits-mlp" preset).
+    - `**overrides`: fields of `TrainConfig` to change, e.g. `rule="bp"`.
+    - `resume`: continue from `run_dir`'s checkpoint.
+    - `progress`: show a progress bar; `log`: a function receiving one line per
+      evaluation (e.g. `print`).
+    - `callback`: called after every step with a dict (`step`, `epoch`, `batch`,
+      `loss`, `skipped`); an exception it raises stops the run.
+    - `stop_after_steps`: stop (after writing a checkpoint) once this many steps
+      have been taken in total.
+    - `sources`: `(train, test)` `holoode.data.Source`s to use instead of
+      `config.dataset`.
+
+    **Returns:** a `holoode.TrainResult`.
+    """
+    start = time.perf_counter()
+    config = resolve(config, **overrides)
+    train_src, test_src = _sources(config) if sources is None else sources
+    dp = DataParallel(config.num_devices)
+    dp.check_batch_size("batch_size", config.batch_size)
+    eval_bs = -(-min(config.eval_batch_size, len(test_src)) // dp.size) * dp.size
+    loader = hdata.Loader(
+        train_src, config.batch_size, seed=config.seed, augment=config.augment
+    )
+    eval_loader = hdata.Loader(test_src, eval_bs, shuffle=False, drop_remainder=False)
+    per_epoch = _build.steps_per_epoch(config, len(loader))
+    total = config.epochs * per_epoch
+    plan, step_fn, evaluate_fn = _step.plan(config, train_src.num_classes, total)
+
+    model_key, key = jr.split(jr.key(config.seed))
+    model = _build.make_model(
+        config, train_src.image_shape, train_src.num_classes, model_key
+    )
+    opt_state = plan.optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    scales = _build.layer_scales(config, model)
+    rule = _build.make_rule(config)
+    pos = {"epoch": 0, "batch": 0, "step": 0, "skips": {}, "consecutive": 0,
+           "loss_sum": 0.0, "loss_count": 0}  # fmt: skip
+    run_dir = None if config.run_dir is None else pathlib.Path(config.run_dir)
+    ckpt = None if run_dir is None else run_dir / _checkpoint.FILENAME
+    if resume:
+        if ckpt is None:
+            raise ValueError(
+                "train(resume=True) needs run_dir=... (the run to resume)."
+            )
+        model, opt_state, key, pos = _checkpoint.load(
+            ckpt, model=model, opt_state=opt_state, key=key, config=config
+        )
+    elif ckpt is not None and ckpt.exists():
+        raise ValueError(
+            f"{str(run_dir)!r} already holds a checkpoint: pass --resume "
+            "(resume=True) to continue that run, or choose another --run-dir."
+        )
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    metrics = MetricsLog(run_dir, resume_step=pos["step"] if resume else None)
+    model, opt_state, key, scales, rule = dp.replicate(
+        (model, opt_state, key, scales, rule)
+    )
+
+    def save():
+        if ckpt is not None:
+            _checkpoint.save(ckpt, model=model, opt_state=opt_state, key=key,
+                             position=pos, config=config)  # fmt: skip
+
+    bar = Progress(total, pos["step"], progress, f"{config.preset} {config.rule}")
+    say = log if log is not None else (bar.write if progress else (lambda s: None))
+    last = {"test_accuracy": math.nan, "test_top5": math.nan, "test_loss": math.nan}
+    for record in metrics.records:
+        last.update({k: record[k] for k in last if k in record})
+    shown = None if math.isnan(last["test_accuracy"]) else last["test_accuracy"]
+    t0, finished = time.perf_counter(), True
+    try:
+        while pos["epoch"] < config.epochs:
+            epoch = pos["epoch"]
+            for batch in loader.epoch(epoch, start=pos["batch"]):
+                if pos["batch"] >= per_epoch:
+                    break
+                if stop_after_steps is not None and pos["step"] >= stop_after_steps:
+                    finished = False
+                    break
+                if not np.all(np.isfinite(batch.x)):
+                    raise ValueError(
+                        f"{config.dataset}: batch {pos['batch']} of epoch {epoch} "
+                        "contains NaN or inf; clean the data set."
+                    )
+                x, y = dp.shard(batch.x, batch.y)
+                new = step_fn(rule, model, opt_state, scales, x, y, key)
+                loss, code = float(new[3]), int(new[4])
+                model, opt_state, key = new[:3]
+                pos["step"] += 1
+                pos["batch"] += 1
+                if code == 0:
+                    pos["loss_sum"] += loss
+                    pos["loss_count"] += 1
+                    pos["consecutive"] = 0
+                else:
+                    reason = _build.REASONS[code]
+                    pos["skips"][reason] = pos["skips"].get(reason, 0) + 1
+                    pos["consecutive"] += 1
+                skipped = sum(pos["skips"].values())
+                running = (
+                    pos["loss_sum"] / pos["loss_count"] if pos["loss_count"] else loss
+                )
+                bar.update(running, shown, skipped)
+                if callback is not None:
+                    callback({"step": pos["step"], "epoch": epoch,
+                              "batch": pos["batch"] - 1, "loss": loss,
+                              "skipped": code != 0})  # fmt: skip
+                if pos["consecutive"] >= config.max_consecutive_skips:
+                    save()
+                    message = diagnose(config, plan, model, x, y, pos["skips"])
+                    metrics.append({"step": pos["step"], "epoch": epoch,
+                                    "stopped": message})  # fmt: skip
+                    raise TrainingStopped(message)
+                if (
+                    config.checkpoint_every
+                    and pos["step"] % config.checkpoint_every == 0
+                ):
+                    save()
+            if not finished:
+                break
+            done = epoch + 1
+            record = {"epoch": done, "step": pos["step"],
+                      "train_loss": pos["loss_sum"] / max(pos["loss_count"], 1),
+                      "skipped_steps": sum(pos["skips"].values()),
+                      "skip_reasons": dict(pos["skips"]),
+                      "seconds": time.perf_counter() - t0}  # fmt: skip
+            if done % config.eval_every == 0 or done == config.epochs:
+                last = evaluate(evaluate_fn, model, eval_loader, dp)
+                record.update(last)
+                shown = last["test_accuracy"]
+                say(
+                    f"epoch {done:3d}  train loss {record['train_loss']:.4f}  test "
+                    f"accuracy {100 * shown:.2f}%  top-5 {100 * last['test_top5']:.2f}%"
+                    f"  skipped {record['skipped_steps']}  ({record['seconds']:.0f} s)"
+                )
+                for reason, count in pos["skips"].items():
+                    say(f"    skipped {count}×: {reason}")
+            metrics.append(record)
+            pos.update(epoch=done, batch=0, loss_sum=0.0, loss_count=0)
+            if config.checkpoint_every == 0 and done < config.epochs:
+                save()
+        save()
+    except KeyboardInterrupt:
+        save()
+        raise
+    finally:
+        bar.close()
+    if finished and math.isnan(last["test_accuracy"]):
+        last = evaluate(evaluate_fn, model, eval_loader, dp)
+    history = metrics.records
+    epoch_losses = [r["train_loss"] for r in history if "train_loss" in r]
+    return TrainResult(
+        config=config,
+        model=model,
+        test_accuracy=last["test_accuracy"],
+        test_top5=last["test_top5"],
+        test_loss=last["test_loss"],
+        train_loss=epoch_losses[-1] if epoch_losses else math.nan,
+        steps=pos["step"],
+        skipped_steps=sum(pos["skips"].values()),
+        skip_reasons=dict(pos["skips"]),
+        seconds=time.perf_counter() - start,
+        history=history,
+        run_dir=None if run_dir is None else str(run_dir),
+        finished=finished,
+    )

@@ -1,0 +1,154 @@
+"""The compiled training and evaluation steps, built once per configuration."""
+
+import dataclasses
+import functools
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import jax.tree_util as jtu
+
+from .._costs import CrossEntropy
+from .._gradient import gradient
+from .._learning.base import initial_states, solve_batch
+from .._online import online_plasticity
+from .._solution import RESULTS
+from . import _build
+from ._config import TrainConfig
+
+
+# How often each compiled function was traced (a test checks that a run traces
+# its step once: no recompilation between steps).
+TRACES = {"step": 0, "evaluate": 0}
+
+
+def _keep_if(ok, new, old):
+    """`new` where `ok`, else `old`, leaf by leaf: a skipped step leaves no trace."""
+    return jtu.tree_map(
+        lambda n, o: jnp.where(ok, n, o) if eqx.is_array(n) else n, new, old
+    )
+
+
+def apply_update(optimizer, grads, opt_state, model, scales):
+    """The optimiser's update, times the per-parameter learning rates `scales`."""
+    params = eqx.filter(model, eqx.is_inexact_array)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    updates = jtu.tree_map(lambda u, s: (u * s).astype(u.dtype), updates, scales)
+    return eqx.apply_updates(model, updates), opt_state
+
+
+class Plan(eqx.Module):
+    """The static part of a run: rule, solvers, cost, optimiser and the jitted
+    functions. Cached per configuration (minus the seed and the bookkeeping), so
+    runs that differ only in seed reuse the compiled step."""
+
+    config: TrainConfig = eqx.field(static=True)
+    num_classes: int = eqx.field(static=True)
+    rule_solver: eqx.Module
+    eval_solver: eqx.Module
+    cost: CrossEntropy
+    optimizer: object = eqx.field(static=True)
+
+    def step(self, rule, model, opt_state, scales, x, y, key):
+        """One update with `rule` (`None`: online plasticity). Returns `(model,
+        opt_state, key, loss, result_code)`; if the result is not successful, model
+        and optimiser state are returned unchanged."""
+        TRACES["step"] += 1
+        key, sub = jr.split(key)
+        x = _build.prepare(self.config, x)
+        if rule is None:
+            return self._online_step(model, opt_state, x, y, key)
+        grads, info = gradient(
+            rule, model, x, y, cost=self.cost, solver=self.rule_solver,
+            key=sub, throw=False,
+        )  # fmt: skip
+        ok = info.result == RESULTS.successful
+        # Zero the gradient of a failed step so that NaNs never reach the optimiser.
+        grads = jtu.tree_map(lambda g: jnp.where(ok, g, 0.0), grads)
+        new_model, new_state = apply_update(
+            self.optimizer, grads, opt_state, model, scales
+        )
+        model = _keep_if(ok, new_model, model)
+        opt_state = _keep_if(ok, new_state, opt_state)
+        return model, opt_state, key, info.loss, info.result._value
+
+    def _online_step(self, model, opt_state, x, y, key):
+        c = self.config
+        free = self._free(model, x, y)
+        loss = jnp.mean(jax.vmap(self.cost)(free[0], y))
+        new_model, result = online_plasticity(
+            model, x, y, cost=self.cost, beta=c.beta, period=c.period,
+            periods_per_example=c.num_periods, learning_rate=_build.online_rate(c),
+            throw=False,
+        )  # fmt: skip
+        leaves = jtu.tree_leaves(eqx.filter(new_model, eqx.is_inexact_array))
+        finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(a)) for a in leaves]))
+        solved = result == dfx.RESULTS.successful
+        code = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite_gradient)
+        code = RESULTS.where(solved, code, RESULTS.max_steps_reached)
+        model = _keep_if(solved & finite, new_model, model)
+        return model, opt_state, key, loss, code._value
+
+    def _free(self, model, x, y):
+        """Logits at the free equilibrium and whether each equilibrium was reached."""
+        u0 = initial_states(model, x, x.dtype)
+        sol = solve_batch(self.eval_solver, model, x, y, self.cost, 0.0, u0)
+        logits = jnp.real(jax.vmap(model.readout)(sol.value, x))
+        return logits, sol.result == RESULTS.successful
+
+    def evaluate(self, model, x, y, mask):
+        """Masked sums over one batch: loss, top-1 and top-k hits, examples, and
+        equilibria not reached."""
+        TRACES["evaluate"] += 1
+        x = _build.prepare(self.config, x)
+        logits, reached = self._free(model, x, y)
+        w = mask.astype(logits.dtype)
+        loss = jax.vmap(self.cost)(logits, y)
+        top1 = jnp.argmax(logits, axis=-1) == y
+        _, best = jax.lax.top_k(logits, _build.top_k(self.num_classes))
+        topk = jnp.any(best == y[:, None], axis=-1)
+        return {
+            "loss": jnp.sum(w * loss),
+            "top1": jnp.sum(w * top1),
+            "topk": jnp.sum(w * topk),
+            "count": jnp.sum(w),
+            "unreached": jnp.sum(w * ~reached),
+        }
+
+
+def plan(config: TrainConfig, num_classes: int, total_steps: int):
+    """The `Plan` and its jitted `(step, evaluate)` for this configuration, shared
+    (with their compiled code) by every configuration that differs only in what
+    the step receives as arrays (β, learning rates, the weights and data) or in
+    bookkeeping."""
+    online = config.rule == "online"
+    cosine = config.schedule == "cosine"
+    static = dataclasses.replace(
+        config, seed=0, preset="", run_dir=None, data_dir=None, eval_every=1,
+        checkpoint_every=0, max_consecutive_skips=1, num_devices=None,
+        dataset="", augment=False, eval_batch_size=1,
+        beta=config.beta if online else 1.0,
+        learning_rate=config.learning_rate if online else 1.0,
+        layer_learning_rates=None,
+        epochs=config.epochs if cosine else 1,
+        steps_per_epoch=config.steps_per_epoch if cosine else None,
+    )  # fmt: skip
+    return _plan(static, num_classes, total_steps if cosine else 0)
+
+
+@functools.lru_cache(maxsize=16)
+def _plan(static: TrainConfig, num_classes: int, total_steps: int):
+    rule_solver, eval_solver = _build.make_solvers(static)
+    p = Plan(
+        config=static,
+        num_classes=num_classes,
+        rule_solver=rule_solver,
+        eval_solver=eval_solver,
+        cost=CrossEntropy(),
+        optimizer=_build.make_optimizer(static, total_steps),
+    )
+    step = eqx.filter_jit(lambda p, *args: p.step(*args), donate="none")
+    evaluate = eqx.filter_jit(lambda p, *args: p.evaluate(*args))
+    return p, functools.partial(step, p), functools.partial(evaluate, p)
