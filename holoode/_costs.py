@@ -59,7 +59,8 @@ class CrossEntropy(AbstractCost):
             raise ValueError(
                 "CrossEntropy expects `y` to hold one integer label per example "
                 f"(shape (batch,)), got per-example shape {jnp.shape(y)} and dtype "
-                f"{jnp.result_type(y)}. Use `holoode.SquaredError()` for target vectors."
+                f"{jnp.result_type(y)}. Use `holoode.SquaredError()` for target "
+                "vectors."
             )
 
     def accuracy(self, prediction, y):

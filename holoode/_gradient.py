@@ -20,7 +20,8 @@ def _check_arguments(rule, model, x, y, cost, solver):
     if not isinstance(rule, AbstractLearningRule):
         raise ValueError(
             "holoode.gradient: `rule` must be a learning rule such as "
-            f"`holoode.HolomorphicEP(beta=0.1, num_points=4)`, got {type(rule).__name__}."
+            "`holoode.HolomorphicEP(beta=0.1, num_points=4)`, got "
+            f"{type(rule).__name__}."
         )
     if not isinstance(model, AbstractEquilibriumModel):
         raise ValueError(
@@ -57,7 +58,8 @@ def _check_arguments(rule, model, x, y, cost, solver):
         )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(
-            f"holoode.gradient: `x` must be a real floating-point array, got dtype {x.dtype}."
+            "holoode.gradient: `x` must be a real floating-point array, got dtype "
+            f"{x.dtype}."
         )
     pdtype = real_dtype(tree_dtype(params))
     if x.dtype != pdtype:

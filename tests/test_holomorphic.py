@@ -1,6 +1,7 @@
 """Holomorphic EP against implicit differentiation: geometric convergence in N,
 exactness at finite |β|, and the a-posteriori diagnostics."""
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -102,3 +103,21 @@ def test_two_points_is_symmetric_classic_ep():
         ho.ClassicEP(0.2, symmetric=True), model, x, y, cost=cost, solver=TIGHT
     )
     assert rel_error(hep, sym) < 1e-10
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        ho.HolomorphicEP(jnp.float64(0.5), 4),
+        ho.ClassicEP(jnp.float64(0.1)),
+        ho.ContinuousHEP(jnp.float64(0.5), 20.0),
+    ],
+)
+def test_gradient_keeps_the_parameter_dtype_whatever_the_beta_dtype(rule):
+    # A float64 β (strongly typed) must not promote a float32 model's gradient.
+    model = ho.nn.HopfieldMLP((4, 5, 3), key=jax.random.key(0))
+    x, y = data()
+    grads, _ = ho.gradient(
+        rule, model, x.astype(jnp.float32), y, cost=ho.CrossEntropy()
+    )
+    assert {a.dtype for a in jax.tree_util.tree_leaves(grads)} == {jnp.dtype("float32")}

@@ -242,6 +242,35 @@ def test_too_large_beta_skips_steps_and_stops_with_a_diagnosis(tmp_path):
     assert "exceeds the estimated safe radius" in record["stopped"]
 
 
+def test_beta_backoff_retries_a_lost_step_at_half_beta():
+    kw = dict(TINY, epochs=1, steps_per_epoch=1)
+    config = ho.TrainConfig(**kw)
+    initial = _build.make_model(config, (8, 8, 1), 10, jr.split(jr.key(0))[0])
+    train = ho.data.load("digits", "train")
+    x, y = train.get(ho.data.Loader(train, 32, seed=0).order(0)[:32])
+    x = jnp.asarray(x.reshape(32, -1), jnp.float64)
+    radius = float(
+        ho.safe_beta(cast(initial, jnp.float64), x, y, cost=ho.CrossEntropy())
+    )
+    beta = 1.5 * radius  # outside the first batch's analytic disc; β/2 inside
+    skipped = ho.train(**kw, beta=beta, beta_backoff=0)
+    assert skipped.skip_reasons == {"continuation_lost": 1}
+    backed = ho.train(**kw, beta=beta, beta_backoff=2)
+    assert backed.skipped_steps == 0
+    assert backed.history[-1]["reduced_beta_steps"] == 1
+    direct = ho.train(**kw, beta=beta / 2, beta_backoff=0)
+    assert direct.skipped_steps == 0
+    for a, b, p in zip(leaves(backed.model), leaves(direct.model), leaves(initial)):
+        change = np.linalg.norm(b - p)
+        assert change > 0 and np.linalg.norm(a - b) <= 1e-5 * change
+
+
+def cast(model, dtype):
+    return jtu.tree_map(
+        lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, model
+    )
+
+
 def test_online_plasticity_rule_trains():
     kw = dict(TINY, epochs=1, batch_size=32, period=20.0, learning_rate=0.5)
     one = ho.train(rule="online", **dict(kw, steps_per_epoch=1))

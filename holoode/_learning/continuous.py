@@ -90,7 +90,9 @@ class ContinuousHEP(AbstractLearningRule):
     `β(t) = |β| e^{iωt}`, `ω = 2π / period`. The learning signal is integrated
     online, as part of the same ODE, over whole periods after a warm-up:
 
-        g = (1 / (|β| K T)) ∫ Re[∂F/∂θ(u(t), β(t)) e^{−iωt}] dt,   K periods of length T.
+        g = (1 / (|β| K T)) ∫ Re[∂F/∂θ(u(t), β(t)) e^{−iωt}] dt,
+
+    over `K` periods of length `T`.
 
     No free phase, no nudged phase, no stored states. If the network followed its
     quasi-static equilibrium `u*_{β(t)}` exactly, `g` would be the exact gradient
@@ -145,7 +147,8 @@ class ContinuousHEP(AbstractLearningRule):
         beta = concrete(self.beta)
         if beta is not None and not beta > 0:
             raise ValueError(
-                f"ContinuousHEP(beta=...) is the amplitude |β| and must be positive, got {beta}."
+                "ContinuousHEP(beta=...) is the amplitude |β| and must be positive, "
+                f"got {beta}."
             )
         period = concrete(self.period)
         if period is not None and not period > 0:

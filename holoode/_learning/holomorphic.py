@@ -144,13 +144,14 @@ class HolomorphicEP(AbstractLearningRule):
         params, _ = parameters(model)
         rdtype = real_dtype(tree_dtype(params))
         n = self.num_points
+        beta = self.beta.astype(rdtype)  # the gradient keeps the parameters' dtype
         free = solve_batch(
             solver, model, x, y, cost, 0.0, initial_states(model, x, rdtype)
         )
         points_real = n == 2
         dtype = rdtype if points_real else complex_dtype(rdtype)
         k = jnp.arange(n // 2 + 1)
-        betas = self.beta * jnp.exp(2j * jnp.pi * k / n)
+        betas = beta * jnp.exp(2j * jnp.pi * k / n)
         betas = jnp.real(betas).astype(dtype) if points_real else betas.astype(dtype)
         u_start = tree_astype(free.value, dtype)
         nudged = solve_points(
@@ -171,7 +172,7 @@ class HolomorphicEP(AbstractLearningRule):
             self.noise, model, x, y, cost, betas, nudged.value, weights, key
         )
         signal = weighted_signal(model, states, x, y, cost, all_betas, weights_all)
-        grads = jtu.tree_map(lambda s: s[0] / self.beta, signal)
+        grads = jtu.tree_map(lambda s: s[0] / beta, signal)
         if n >= 3:
             c1 = tree_norm(jtu.tree_map(lambda s: s[0], signal))
             c_last = tree_norm(jtu.tree_map(lambda s: s[1], signal))

@@ -57,6 +57,11 @@ class TrainConfig:
       nothing is written).
     - `max_consecutive_skips`: stop with a diagnosis after this many skipped
       steps in a row.
+    - `beta_backoff`: for "hep", when a step's circle leaves the analytic disc of
+      some example (`continuation_lost`), retry it with `|β|` halved, up to this
+      many times, before skipping it (0: skip at once). A smaller circle gives a
+      more exact gradient, with a weaker signal under noise; such steps are
+      counted in the metrics as `reduced_beta_steps`.
     - `num_devices`: data-parallel over the first this many local devices
       (`None`: all of them).
     """
@@ -98,6 +103,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     run_dir: str | None = None
     max_consecutive_skips: int = 20
+    beta_backoff: int = 1
     num_devices: int | None = None
 
     def __post_init__(self):
@@ -169,6 +175,8 @@ def _check(c: TrainConfig) -> None:
             f"TrainConfig(rule={c.rule!r}) has no neuron-noise option: set "
             "noise_std=0, or use rule='hep', 'continuous', 'ep' or 'ep-sym'."
         )
+    if c.beta_backoff < 0:
+        raise ValueError(f"TrainConfig needs beta_backoff ≥ 0, got {c.beta_backoff}.")
     if c.checkpoint_every < 0 or c.max_consecutive_skips < 1:
         raise ValueError(
             "TrainConfig needs checkpoint_every ≥ 0 and max_consecutive_skips ≥ 1."

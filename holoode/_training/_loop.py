@@ -197,6 +197,8 @@ def train(
                 new = step_fn(rule, model, opt_state, scales, x, y, key)
                 loss, code = float(new[3]), int(new[4])
                 model, opt_state, key = new[:3]
+                if int(new[5]) > 0:
+                    pos["reduced_beta"] = pos.get("reduced_beta", 0) + 1
                 pos["step"] += 1
                 pos["batch"] += 1
                 if code == 0:
@@ -234,6 +236,7 @@ def train(
                       "train_loss": pos["loss_sum"] / max(pos["loss_count"], 1),
                       "skipped_steps": sum(pos["skips"].values()),
                       "skip_reasons": dict(pos["skips"]),
+                      "reduced_beta_steps": pos.get("reduced_beta", 0),
                       "seconds": time.perf_counter() - t0}  # fmt: skip
             if done % config.eval_every == 0 or done == config.epochs:
                 last = evaluate(evaluate_fn, model, eval_loader, dp)
@@ -246,6 +249,11 @@ def train(
                 )
                 for reason, count in pos["skips"].items():
                     say(f"    skipped {count}×: {reason}")
+                if record["reduced_beta_steps"]:
+                    say(
+                        f"    {record['reduced_beta_steps']} steps retried with |β| "
+                        "halved (the circle left the analytic disc; beta_backoff)"
+                    )
             metrics.append(record)
             pos.update(epoch=done, batch=0, loss_sum=0.0, loss_count=0)
             if config.checkpoint_every == 0 and done < config.epochs:

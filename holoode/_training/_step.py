@@ -12,6 +12,7 @@ import jax.tree_util as jtu
 
 from .._costs import CrossEntropy
 from .._gradient import gradient
+from .._learning import HolomorphicEP
 from .._learning.base import initial_states, solve_batch
 from .._online import online_plasticity
 from .._solution import RESULTS
@@ -53,17 +54,15 @@ class Plan(eqx.Module):
 
     def step(self, rule, model, opt_state, scales, x, y, key):
         """One update with `rule` (`None`: online plasticity). Returns `(model,
-        opt_state, key, loss, result_code)`; if the result is not successful, model
-        and optimiser state are returned unchanged."""
+        opt_state, key, loss, result_code, halvings)`; if the result is not
+        successful, model and optimiser state are returned unchanged; `halvings`
+        is how often `|β|` was halved (`beta_backoff`)."""
         TRACES["step"] += 1
         key, sub = jr.split(key)
         x = _build.prepare(self.config, x)
         if rule is None:
             return self._online_step(model, opt_state, x, y, key)
-        grads, info = gradient(
-            rule, model, x, y, cost=self.cost, solver=self.rule_solver,
-            key=sub, throw=False,
-        )  # fmt: skip
+        grads, info, halvings = self._gradient(rule, model, x, y, sub)
         ok = info.result == RESULTS.successful
         # Zero the gradient of a failed step so that NaNs never reach the optimiser.
         grads = jtu.tree_map(lambda g: jnp.where(ok, g, 0.0), grads)
@@ -72,7 +71,41 @@ class Plan(eqx.Module):
         )
         model = _keep_if(ok, new_model, model)
         opt_state = _keep_if(ok, new_state, opt_state)
-        return model, opt_state, key, info.loss, info.result._value
+        return model, opt_state, key, info.loss, info.result._value, halvings
+
+    def _gradient(self, rule, model, x, y, key):
+        """The rule's gradient; for holomorphic EP with `beta_backoff`, retried with
+        `|β|` halved while the continuation is lost. One copy of the gradient
+        program, inside a `lax.while_loop`, so the back-off costs no compile time."""
+
+        def attempt(r):
+            return gradient(
+                r, model, x, y, cost=self.cost, solver=self.rule_solver, key=key,
+                throw=False,
+            )  # fmt: skip
+
+        def halved(tries):
+            return eqx.tree_at(lambda r: r.beta, rule, rule.beta * 0.5**tries)
+
+        backoff = self.config.beta_backoff
+        if not (isinstance(rule, HolomorphicEP) and backoff > 0):
+            return (*attempt(rule), jnp.zeros((), jnp.int32))
+
+        def again(carry):
+            tries, _, info = carry
+            lost = info.result == RESULTS.continuation_lost
+            return (tries == 0) | (lost & (tries <= backoff))
+
+        def body(carry):
+            tries = carry[0]
+            return (tries + 1, *attempt(halved(tries)))
+
+        shapes = jax.eval_shape(lambda: attempt(rule))
+        blank = jtu.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        tries, grads, info = jax.lax.while_loop(
+            again, body, (jnp.zeros((), jnp.int32), *blank)
+        )
+        return grads, info, tries - 1
 
     def _online_step(self, model, opt_state, x, y, key):
         c = self.config
@@ -89,7 +122,7 @@ class Plan(eqx.Module):
         code = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite_gradient)
         code = RESULTS.where(solved, code, RESULTS.max_steps_reached)
         model = _keep_if(solved & finite, new_model, model)
-        return model, opt_state, key, loss, code._value
+        return model, opt_state, key, loss, code._value, jnp.zeros((), jnp.int32)
 
     def _free(self, model, x, y):
         """Logits at the free equilibrium and whether each equilibrium was reached."""

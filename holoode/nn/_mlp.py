@@ -51,8 +51,8 @@ class HopfieldMLP(AbstractPrimitiveModel):
         sizes = tuple(int(s) for s in sizes)
         if len(sizes) < 3 or min(sizes) < 1:
             raise ValueError(
-                "HopfieldMLP(sizes=...) needs (input, hidden..., classes) with at least "
-                f"one hidden layer and positive widths, got {sizes}."
+                "HopfieldMLP(sizes=...) needs (input, hidden..., classes) with at "
+                f"least one hidden layer and positive widths, got {sizes}."
             )
         keys = jr.split(key, 2 * (len(sizes) - 1))
         self.weights, self.biases = [], []
@@ -73,8 +73,8 @@ class HopfieldMLP(AbstractPrimitiveModel):
     def _check_input(self, x):
         if x.shape != (self.sizes[0],):
             raise ValueError(
-                f"HopfieldMLP layer 0 expects an input of shape ({self.sizes[0]},), got "
-                f"{x.shape}; flatten images with `x.reshape(len(x), -1)`."
+                f"HopfieldMLP layer 0 expects an input of shape ({self.sizes[0]},), "
+                f"got {x.shape}; flatten images with `x.reshape(len(x), -1)`."
             )
 
     def init_state(self, x):
