@@ -45,12 +45,11 @@ the initial and ≈ 0.98 on the partly trained network) is the compromise that
 fits the time budget; averaging more periods (the paper used 3) reduces the
 noise variance but not the bias. `--full` uses T = 50, K = 3.
 
-Sizes (`PRESETS`): the default (h = 32, batch 64, lr 0.1, 2 epochs, 3 seeds)
-is sized for about 10 minutes on an idle 2-core CPU (~950 CPU-seconds); it is
-far from converged (a few hundred updates), so the accuracy table compares
-early learning. Most of the time goes to the noisy runs: in this library
-`holoode.NeuronNoise` makes EP/hEP ~100× and continuous hEP ~20× slower than
-without noise. `--full` is the paper-like setting (h = 128, batch 32,
+Sizes (`PRESETS`): the default (h = 32, batch 32, SGD lr 0.02 with momentum 0.9,
+8 epochs, 3 seeds) took 872 s wall (865 CPU-seconds) on 2 cores shared with
+other jobs; lr 0.1 made every rule, backprop included, diverge on this
+2-hidden-layer network within a few epochs. Most of the time goes to the noisy
+and continuous runs. `--full` is the paper-like setting (h = 128, batch 32,
 30 epochs, 3 seeds; hours on a CPU, not validated here); `--quick` is a smoke
 test (h = 8, one epoch, EP β = 0.1 only, about a minute).
 
@@ -60,7 +59,7 @@ seeds reuse the compiled training step.
 
 Usage:
 
-    python benchmarks/continuous.py            # default size (~10 min, 2 cores)
+    python benchmarks/continuous.py            # default size (~15 min, 2 cores)
     python benchmarks/continuous.py --quick    # smoke size (~1 min)
     python benchmarks/continuous.py --full     # paper-like size (hours on a CPU)
     python benchmarks/continuous.py --out DIR  # where the JSON and PNGs go
@@ -112,9 +111,9 @@ PRESETS = {
     "default": dict(
         hidden=32,
         seeds=[0, 1, 2],
-        epochs=2,
-        batch_size=64,
-        learning_rate=0.1,
+        epochs=8,
+        batch_size=32,
+        learning_rate=0.02,
         period=30.0,
         num_periods=1,
         grad_hidden=32,
