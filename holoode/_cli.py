@@ -90,7 +90,9 @@ def _train(args) -> int:
 
     print(f"holoode train: preset {config.preset}, data {config.dataset}, rule "
           f"{config.rule}; run directory {config.run_dir}")  # fmt: skip
-    result = train(config, resume=args.resume, progress=not args.no_progress)
+    # Without the bar, the per-epoch lines go to stdout.
+    log = print if args.no_progress else None
+    result = train(config, resume=args.resume, progress=not args.no_progress, log=log)
     print(
         f"{config.rule}: test accuracy {100 * result.test_accuracy:.2f}% (top-5 "
         f"{100 * result.test_top5:.2f}%), {result.skipped_steps} skipped steps, "
@@ -101,6 +103,7 @@ def _train(args) -> int:
         reference = train(
             resolve(config, rule="bp", noise_std=0.0, run_dir=None),
             progress=not args.no_progress,
+            log=log,
         )
         print(
             f"test accuracy: bp {100 * reference.test_accuracy:.2f}% vs "
