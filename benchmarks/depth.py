@@ -37,6 +37,12 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import holoode
 
+
+try:
+    from ._common import digits, flat, result_name
+except ImportError:  # run as a script
+    from _common import digits, flat, result_name
+
 import jax
 
 
@@ -44,26 +50,10 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp
 import jax.random as jr
-import jax.tree_util as jtu
 import lineax as lx
 import numpy as np
 
 from holoode._stability import safe_beta
-
-
-def digits(batch: int, seed: int = 0):
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(data.target), batch, replace=False)
-    x = jnp.asarray(data.data[idx] / 16.0, jnp.float64)
-    y = jnp.asarray(data.target[idx], jnp.int32)
-    return x, y
-
-
-def flat(tree) -> np.ndarray:
-    return np.concatenate([np.ravel(np.asarray(a)) for a in jtu.tree_leaves(tree)])
 
 
 def compare(grads, exact: np.ndarray) -> tuple[float, float]:
@@ -71,19 +61,6 @@ def compare(grads, exact: np.ndarray) -> tuple[float, float]:
     rel = float(np.linalg.norm(g - exact) / np.linalg.norm(exact))
     cos = float(g @ exact / (np.linalg.norm(g) * np.linalg.norm(exact)))
     return rel, cos
-
-
-def result_name(result) -> str:
-    for name in (
-        "successful",
-        "max_steps_reached",
-        "nonfinite",
-        "continuation_lost",
-        "nonfinite_gradient",
-    ):
-        if bool(result == getattr(holoode.RESULTS, name)):
-            return name
-    return "unknown"
 
 
 def rules(num_points: list[int]):

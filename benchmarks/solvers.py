@@ -60,6 +60,12 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import holoode
 
+
+try:
+    from ._common import digits, flat, result_name
+except ImportError:  # run as a script
+    from _common import digits, flat, result_name
+
 import jax
 
 
@@ -69,7 +75,6 @@ import diffrax as dfx
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
-import jax.tree_util as jtu
 import lineax as lx
 import numpy as np
 import optimistix as optx
@@ -147,35 +152,6 @@ EVALS = {
 # ContinuousHEP runs the driven dynamics (field + learning signal) without an
 # event, over a warm-up and one period: stages per step only.
 CONTINUOUS_STAGES = {"Heun": 2, "Tsit5": 6, "Dopri5": 6}
-
-
-def digits(batch: int, dtype, seed: int = 0):
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(data.target), batch, replace=False)
-    x = jnp.asarray(data.data[idx] / 16.0, dtype)
-    y = jnp.asarray(data.target[idx], jnp.int32)
-    return x, y
-
-
-def flat(tree) -> np.ndarray:
-    leaves = jtu.tree_leaves(eqx.filter(tree, eqx.is_array))
-    return np.concatenate([np.ravel(np.asarray(a)) for a in leaves])
-
-
-def result_name(result) -> str:
-    for name in (
-        "successful",
-        "max_steps_reached",
-        "nonfinite",
-        "continuation_lost",
-        "nonfinite_gradient",
-    ):
-        if bool(result == getattr(holoode.RESULTS, name)):
-            return name
-    return "unknown"
 
 
 def machine() -> dict:
@@ -335,7 +311,7 @@ def main(argv=None):
     dtype, tol = jnp.float64, 1e-10
     todo = pairs(args)
     model = holoode.nn.HopfieldMLP(sizes, key=jr.key(0), dtype=dtype)
-    x, y = digits(batch, dtype)
+    x, y = digits(batch, dtype=dtype)
     # Smoke tests use a smaller network: the first pixels, labels modulo classes.
     x, y = x[:, : sizes[0]], y % sizes[-1]
     cost = holoode.CrossEntropy()

@@ -37,6 +37,12 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import holoode
 
+
+try:
+    from ._common import digits, flat
+except ImportError:  # run as a script
+    from _common import digits, flat
+
 import jax
 
 
@@ -44,26 +50,10 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp
 import jax.random as jr
-import jax.tree_util as jtu
 import lineax as lx
 import numpy as np
 
 from holoode._stability import beta_grid, plot_stability_map, safe_beta, stability_map
-
-
-def digits(batch: int, seed: int = 0):
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(data.target), batch, replace=False)
-    x = jnp.asarray(data.data[idx] / 16.0, jnp.float64)
-    y = jnp.asarray(data.target[idx], jnp.int32)
-    return x, y
-
-
-def flat(tree) -> np.ndarray:
-    return np.concatenate([np.ravel(np.asarray(a)) for a in jtu.tree_leaves(tree)])
 
 
 def main(argv=None):
