@@ -112,7 +112,7 @@ def _radius_ratio(circle: Array, floor: Array, num_points: int):
     phi = 2 * jnp.pi * jnp.arange(n) / n
 
     def harmonic(m):
-        weights = jnp.exp(-1j * m * phi) / n
+        weights = (jnp.exp(-1j * m * phi) / n).astype(circle.dtype)
         return jnp.linalg.norm(jnp.einsum("k,bkd->bd", weights, circle), axis=-1)
 
     dh, dl = harmonic(n // 2), harmonic(n - 1)

@@ -69,6 +69,14 @@ def test_safe_beta_finds_the_pole():
         pole_model(0.25), x, y, cost=ho.SquaredError(), solver=TIGHT, beta0=5.0
     )
     np.testing.assert_allclose(r, 0.25, rtol=1e-6)
+    # A float32 model (with 64-bit JAX on, as here) finds the same pole.
+    model32 = LinearPole(jnp.float32(0.25), jnp.float32(0.7))
+    solver32 = ho.FixedPointIteration(rtol=1e-6, atol=1e-6)
+    r = safe_beta(
+        model32, x.astype(jnp.float32), y.astype(jnp.float32), cost=ho.SquaredError(),
+        solver=solver32,
+    )  # fmt: skip
+    np.testing.assert_allclose(r, 0.25, rtol=1e-3)
 
 
 def test_safe_beta_bounds_where_holomorphic_ep_works():

@@ -42,8 +42,7 @@ def diagnose(config: TrainConfig, plan, model, x, y, skips: dict) -> str:
     if config.rule in ("hep", "continuous", "ep", "ep-sym"):
         x = _build.prepare(config, x)
         if jax.config.read("jax_enable_x64"):
-            # The estimate in double precision (it also sidesteps mixed
-            # complex64/complex128 arithmetic of float32 models under x64).
+            # The estimate in double precision when it is available.
             params, static = eqx.partition(model, eqx.is_inexact_array)
             model = eqx.combine(tree_astype(params, jnp.float64), static)
             x = x.astype(jnp.float64)
