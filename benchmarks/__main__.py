@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     for name in names:
         flags = arguments(name, args.full)
         if flags is None:
-            print(f"== {name}: skipped (benchmarks/{name}.py does not exist yet)")
+            print(f"== {name}: skipped (benchmarks/{name}.py does not exist)")
             summary.append(dict(name=name, status="skipped"))
             continue
         command = [sys.executable, "-m", f"benchmarks.{name}", *flags]

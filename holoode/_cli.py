@@ -137,7 +137,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", default=None, help="default: runs/PRESET-RULE-TIME")
     t.add_argument("--resume", action="store_true", help="continue from --run-dir")
     t.add_argument("--compare", choices=["bp"], default=None)
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar; print one line per evaluation instead",
+    )
     t.add_argument("--rule", choices=RULES, default=None)
     t.add_argument("--beta", type=float, default=None)
     t.add_argument("--num-points", type=int, default=None)

@@ -56,7 +56,9 @@ class NeuronNoise(eqx.Module):
 
     def diffusion(self, u: PyTree, t0, t1, key: PRNGKeyArray, extra: PyTree = None):
         """The SDE's noise term for states shaped like `u` (and zero noise on the
-        `extra` part of an augmented state)."""
+        `extra` part of an augmented state), for a run over `[t0, t1]` with fixed
+        steps `dt` (the Brownian increments are drawn per step, so `t0` and `t1`
+        do not enter)."""
         shapes = jtu.tree_map(
             lambda a: jax.ShapeDtypeStruct(a.shape, real_dtype(a.dtype)), (u, extra)
         )

@@ -384,7 +384,8 @@ def safe_beta(
     1 and `N − 1`), so `R ≈ ρ/q`; the estimate is the minimum over the batch. The
     probe adapts: it shrinks fourfold while the circle fails (a solve not reached,
     or `q ≥ 1`: the circle encloses a singularity, so `R ≤ ρ`), grows fourfold
-    while no example responds above the solver's noise, and otherwise moves to
+    while no example responds above the solver's noise (twofold while some
+    respond but none is resolved), and otherwise moves to
     half the current estimate, until the largest `q` lies in `[0.4, 0.7]`: low
     enough that the circle is clearly inside the disc (a circle beyond `R` that
     crosses a branch cut can show `q` just below 1), high enough that harmonic
@@ -397,8 +398,8 @@ def safe_beta(
     so train with a fraction of the result (e.g. `R · tol^{1/N}`). It depends on
     the solver (a circle the solver cannot solve counts as failed) and on the
     batch: other examples may have smaller radii. Returns `inf` if no example's
-    state responds to β above the noise, and an upper bound (the smallest
-    failing probe, divided by 4) if every probe fails.
+    state responds to β above the noise; if every probe fails, the smallest
+    failing probe radius, which bounds `R` from above and is not itself safe.
 
     **Arguments:**
 
@@ -435,8 +436,6 @@ def safe_beta(
         lower = min([math.inf, *radii[~resolved]])
         if not math.isfinite(estimate):
             rho *= 4 if not np.any(ratio > 0) else 2
-            if rho >= upper:
-                break
             continue
         if 0.4 <= rho / estimate <= 0.7 and lower >= estimate:
             break
@@ -444,8 +443,6 @@ def safe_beta(
         if abs(target - rho) < 0.05 * rho:  # only unresolved examples are left
             break
         rho = target
-    if not math.isfinite(estimate) and math.isfinite(upper):
-        estimate = rho
     return jnp.asarray(estimate, rdtype)
 
 

@@ -4,11 +4,7 @@ write complete, finite records (the numbers themselves are the benchmarks' job).
 import json
 import math
 
-import pytest
-
-
-solvers = pytest.importorskip("benchmarks.solvers")
-exactness = pytest.importorskip("benchmarks.exactness")
+from benchmarks import exactness, solvers
 
 
 def test_solvers_benchmark_writes_finite_record(tmp_path):

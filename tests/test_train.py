@@ -194,6 +194,20 @@ def test_resume_is_bit_for_bit(tmp_path):
     assert losses[0] == losses[1] == losses[2] and len(losses[0]) == 3
     files = {p.name for p in (tmp_path / "stop").iterdir()}
     assert {"config.json", "metrics.jsonl", "metrics.csv", "checkpoint.eqx"} <= files
+    # A checkpoint on an epoch's last step (before that epoch's evaluation), then
+    # a kill: the resumed run writes that epoch's record once, not twice.
+    edge = dict(TINY, checkpoint_every=4)
+
+    def kill6(info):
+        if info["step"] == 6:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        ho.train(**edge, run_dir=str(tmp_path / "edge"), callback=kill6)
+    edged = ho.train(**edge, run_dir=str(tmp_path / "edge"), resume=True)
+    assert [r["epoch"] for r in edged.history] == [1, 2]
+    lines = (tmp_path / "edge" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
 
 def test_corrupted_or_mismatched_checkpoint_is_refused(tmp_path):

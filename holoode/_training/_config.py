@@ -175,6 +175,11 @@ def _check(c: TrainConfig) -> None:
             f"TrainConfig(rule={c.rule!r}) has no neuron-noise option: set "
             "noise_std=0, or use rule='hep', 'continuous', 'ep' or 'ep-sym'."
         )
+    if c.steps_per_epoch is not None and c.steps_per_epoch < 1:
+        raise ValueError(
+            "TrainConfig needs steps_per_epoch ≥ 1 (or None for the whole training "
+            f"set), got {c.steps_per_epoch}."
+        )
     if c.beta_backoff < 0:
         raise ValueError(f"TrainConfig needs beta_backoff ≥ 0, got {c.beta_backoff}.")
     if c.checkpoint_every < 0 or c.max_consecutive_skips < 1:

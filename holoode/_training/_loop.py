@@ -94,7 +94,9 @@ def train(
     `eval_every` epochs and at the end (top-1, top-k, loss, over every example).
     A step whose result is not `holoode.RESULTS.successful` (an equilibrium not
     reached, the continuation lost, a non-finite gradient) leaves the model and
-    the optimiser state untouched and is counted with its reason;
+    the optimiser state untouched and is counted with its reason (for holomorphic
+    EP a lost continuation is first retried with |β| halved, `beta_backoff`
+    times);
     `max_consecutive_skips` in a row raise `TrainingStopped` with a diagnosis
     (for holomorphic EP, the estimated safe `|β|` by `holoode.safe_beta`).
 
@@ -162,7 +164,11 @@ def train(
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    metrics = MetricsLog(run_dir, resume_step=pos["step"] if resume else None)
+    metrics = MetricsLog(
+        run_dir,
+        resume_step=pos["step"] if resume else None,
+        resume_epoch=pos["epoch"] if resume else None,
+    )
     model, opt_state, key, scales, rule = dp.replicate(
         (model, opt_state, key, scales, rule)
     )

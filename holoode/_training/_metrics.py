@@ -11,17 +11,29 @@ class MetricsLog:
     `metrics.csv` (the union of all keys as columns) after every record. Without a
     run directory it only keeps the records in memory."""
 
-    def __init__(self, run_dir=None, *, resume_step: int | None = None):
+    def __init__(
+        self,
+        run_dir=None,
+        *,
+        resume_step: int | None = None,
+        resume_epoch: int | None = None,
+    ):
         self.records: list[dict] = []
         self.dir = None if run_dir is None else pathlib.Path(run_dir)
         if self.dir is None:
             return
         self.jsonl = self.dir / "metrics.jsonl"
         if resume_step is not None and self.jsonl.is_file():
-            # Records written after the checkpoint belong to the lost future.
+            # Records written after the checkpoint belong to the lost future: a
+            # later step, or the record of an epoch that the checkpoint (taken on
+            # that epoch's last step, before its evaluation) had not completed.
+            completed = math.inf if resume_epoch is None else resume_epoch
             for line in self.jsonl.read_text().splitlines():
                 record = json.loads(line)
-                if record.get("step", 0) <= resume_step:
+                if (
+                    record.get("step", 0) <= resume_step
+                    and record.get("epoch", 0) <= completed
+                ):
                     self.records.append(record)
         self._rewrite()
 
