@@ -66,6 +66,7 @@ def _test_function(fn, args, masks, key, num_circles, num_points, radius):
         # directions would put a large weight matrix's circle √size too far out,
         # where the trapezoidal rule's aliasing error exceeds the tolerance.
         norm = jnp.sqrt(sum(jnp.sum(jnp.abs(d) ** 2) for d in dirs))
+        norm = jnp.maximum(norm, jnp.finfo(norm.dtype).tiny)  # empty leaves
         dirs = [d / norm.astype(d.dtype) for d in dirs]
         offs = [
             jnp.where(m, jr.normal(kk, leaf.shape, real_dtype(leaf.dtype)), 0).astype(

@@ -25,6 +25,13 @@ def tree_dtype(tree: PyTree) -> jnp.dtype:
     return jnp.result_type(*leaves)
 
 
+def tree_isfinite(tree: PyTree) -> Array:
+    """Whether every entry of every array leaf of `tree` is finite (`True` for a
+    tree without array leaves)."""
+    leaves = [a for a in jtu.tree_leaves(tree) if eqx.is_array(a)]
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(a)) for a in leaves] or [True]))
+
+
 def tree_astype(tree: PyTree, dtype) -> PyTree:
     return jtu.tree_map(lambda a: jnp.asarray(a).astype(dtype), tree)
 

@@ -10,7 +10,7 @@ import lineax as lx
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from ._equilibrium.base import complex_checked
-from ._misc import real_dtype
+from ._misc import real_dtype, tree_isfinite
 
 
 class NeuronNoise(eqx.Module):
@@ -100,9 +100,7 @@ class NeuronNoise(eqx.Module):
                 throw=False,
             )
         states = sol.ys[0]
-        finite = jnp.all(
-            jnp.array([jnp.all(jnp.isfinite(a)) for a in jtu.tree_leaves(states)])
-        ) & (sol.result == dfx.RESULTS.successful)
+        finite = tree_isfinite(states) & (sol.result == dfx.RESULTS.successful)
         return states, finite
 
 

@@ -44,7 +44,10 @@ def relaxation_time(
     **Caveats:** the Jacobian is dense (`n × n` for `n` state entries, eigenvalues
     in `O(n³)`): meant for networks up to a few thousand neurons. An equilibrium
     that is not reached raises `RuntimeError`; a `τ` of `inf` means a marginally
-    stable direction (an eigenvalue on the imaginary axis).
+    stable direction (an eigenvalue on the imaginary axis). At an unstable
+    equilibrium (some `Re λ > 0`, which a root finder can converge to) the number
+    is not a relaxation time: run the dynamics (`holoode.SteadyStateODE`) to find
+    the equilibrium the network settles in.
     """
     solver = SteadyStateODE() if solver is None else solver
     x = jnp.asarray(x)

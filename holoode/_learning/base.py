@@ -10,7 +10,7 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from .._costs import AbstractCost
 from .._equilibrium import AbstractEquilibriumSolver
-from .._misc import tree_astype, tree_dtype
+from .._misc import tree_astype, tree_dtype, tree_isfinite
 from .._model import AbstractEquilibriumModel, holomorphic_grad
 from .._solution import Equilibrium, Info, RESULTS
 
@@ -196,9 +196,7 @@ def overall_result(
     sols: list[Equilibrium], grads: PyTree, continuation_ok=True, noise_finite=True
 ) -> RESULTS:
     """Combine per-solve result codes and gradient checks into one code."""
-    finite = jnp.all(
-        jnp.array([jnp.all(jnp.isfinite(g)) for g in jtu.tree_leaves(grads)] or [True])
-    )
+    finite = tree_isfinite(grads)
     any_nonfinite = jnp.any(
         jnp.array([jnp.any(s.result == RESULTS.nonfinite) for s in sols])
     )

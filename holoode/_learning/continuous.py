@@ -15,6 +15,7 @@ from .._misc import (
     stop_gradient,
     tree_astype,
     tree_dtype,
+    tree_isfinite,
     tree_norm,
     tree_rms,
 )
@@ -305,9 +306,7 @@ class ContinuousHEP(AbstractLearningRule):
         )
         if solver.split_complex:
             u_end, signal = merge(u_end), merge(signal)
-        finite = jnp.all(
-            jnp.array([jnp.all(jnp.isfinite(a)) for a in jtu.tree_leaves(u_end)])
-        )
+        finite = tree_isfinite(u_end)
         result = RESULTS.where(
             finite,
             RESULTS.where(ok & more_ok, RESULTS.successful, RESULTS.max_steps_reached),

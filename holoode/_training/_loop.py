@@ -257,8 +257,8 @@ def train(
                     say(f"    skipped {count}×: {reason}")
                 if record["reduced_beta_steps"]:
                     say(
-                        f"    {record['reduced_beta_steps']} steps retried with |β| "
-                        "halved (the circle left the analytic disc; beta_backoff)"
+                        f"    {record['reduced_beta_steps']} steps in all retried with "
+                        "|β| halved (the circle left the analytic disc; beta_backoff)"
                     )
             metrics.append(record)
             pos.update(epoch=done, batch=0, loss_sum=0.0, loss_count=0)

@@ -14,6 +14,7 @@ from .._costs import CrossEntropy
 from .._gradient import gradient
 from .._learning import HolomorphicEP
 from .._learning.base import initial_states, solve_batch
+from .._misc import tree_isfinite
 from .._online import online_plasticity
 from .._solution import RESULTS
 from . import _build
@@ -116,8 +117,7 @@ class Plan(eqx.Module):
             periods_per_example=c.num_periods, learning_rate=_build.online_rate(c),
             throw=False,
         )  # fmt: skip
-        leaves = jtu.tree_leaves(eqx.filter(new_model, eqx.is_inexact_array))
-        finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(a)) for a in leaves]))
+        finite = tree_isfinite(eqx.filter(new_model, eqx.is_inexact_array))
         solved = result == dfx.RESULTS.successful
         code = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite_gradient)
         code = RESULTS.where(solved, code, RESULTS.max_steps_reached)
