@@ -42,10 +42,14 @@ def test_non_holomorphic_energy_is_detected(cls, where):
 
 def test_holomorphic_models_pass_the_check():
     x, y = data()
-    ho.check_holomorphic(mlp(), x[0], y[0], cost=ho.CrossEntropy())
+    ho.check_holomorphic(mlp(), x[0], y[0], cost=ho.CrossEntropy(), num_circles=8)
     xq, yq = data(4, 3, labels=False)
     ho.check_holomorphic(
-        QuarticHopfield(key=jr.key(0)), xq[0], yq[0], cost=ho.SquaredError()
+        QuarticHopfield(key=jr.key(0)),
+        xq[0],
+        yq[0],
+        cost=ho.SquaredError(),
+        num_circles=8,
     )
 
 
