@@ -1,6 +1,9 @@
 """Helpers shared by the benchmark scripts."""
 
+import time
+
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
@@ -39,3 +42,10 @@ def result_name(result) -> str:
         if bool(result == getattr(holoode.RESULTS, name)):
             return name
     return "unknown"
+
+
+def timed(fn):
+    """`(fn(), seconds)`, waiting for the result's computation to finish."""
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return out, time.perf_counter() - start

@@ -51,6 +51,12 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import holoode
 
+
+try:
+    from ._common import timed
+except ImportError:  # run as a script
+    from _common import timed
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -140,12 +146,6 @@ def cast_model(model, dtype):
     return jtu.tree_map(
         lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, model
     )
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    return out, time.perf_counter() - start
 
 
 def solver_name(solver) -> str:

@@ -62,9 +62,9 @@ except ImportError:  # run from a checkout without installing
 
 
 try:
-    from ._common import digits, flat, result_name
+    from ._common import digits, flat, result_name, timed
 except ImportError:  # run as a script
-    from _common import digits, flat, result_name
+    from _common import digits, flat, result_name, timed
 
 import jax
 
@@ -167,12 +167,6 @@ def machine() -> dict:
         devices=[str(d) for d in jax.devices()],
         load_average=list(os.getloadavg()),
     )
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    return out, time.perf_counter() - start
 
 
 class _CountedField(eqx.Module):
