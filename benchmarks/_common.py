@@ -1,11 +1,14 @@
 """Helpers shared by the benchmark scripts."""
 
+import os
+import platform
 import time
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import lineax as lx
 import numpy as np
 
 import holoode
@@ -49,3 +52,54 @@ def timed(fn):
     start = time.perf_counter()
     out = jax.block_until_ready(fn())
     return out, time.perf_counter() - start
+
+
+def rel_error(grads, reference: np.ndarray) -> float:
+    """Relative L2 error of `grads` against a flat float64 `reference`."""
+    return float(np.linalg.norm(flat(grads) - reference) / np.linalg.norm(reference))
+
+
+def cast_model(model, dtype):
+    """`model` with its inexact array leaves cast to `dtype`."""
+    return jtu.tree_map(
+        lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, model
+    )
+
+
+def versions() -> dict:
+    """The versions of the stack, for result records."""
+    import diffrax
+    import jaxlib
+    import optimistix
+
+    return {
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "equinox": eqx.__version__,
+        "optimistix": optimistix.__version__,
+        "lineax": lx.__version__,
+        "diffrax": diffrax.__version__,
+        "numpy": np.__version__,
+        "holoode": holoode.__version__,
+    }
+
+
+def machine() -> dict:
+    """The machine a result was measured on."""
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "jax_backend": jax.default_backend(),
+        "jax_devices": [str(d) for d in jax.devices()],
+    }

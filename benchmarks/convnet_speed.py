@@ -15,7 +15,7 @@ CIFAR-10's shape and integer labels, in float32:
 - **the paper's schedule** (Laborieux & Zenke, 2022, ImageNet 32×32 setting):
   the synchronous map iterated a fixed 250 free steps, then 60 steps at each of
   the N = 2 points, in complex arithmetic (re-implemented in
-  `core_speed.make_paper_schedule`).
+  `_yardstick.paper_hep`).
 
 Reported per method: compile time (first call minus the steady-state median),
 steady-state median seconds per step (calls interleaved across methods so that
@@ -58,23 +58,11 @@ import optax
 
 
 try:
-    from .core_speed import (
-        cast_model,
-        machine,
-        make_paper_schedule,
-        rel_error,
-        timed,
-        versions,
-    )
+    from . import _yardstick
+    from ._common import cast_model, machine, rel_error, timed, versions
 except ImportError:  # run as a script
-    from core_speed import (
-        cast_model,
-        machine,
-        make_paper_schedule,
-        rel_error,
-        timed,
-        versions,
-    )
+    import _yardstick
+    from _common import cast_model, machine, rel_error, timed, versions
 
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -172,7 +160,7 @@ def main(argv=None):
             step_size=0.5, rtol=tol, atol=tol, max_steps=20000
         )
 
-    paper = make_paper_schedule(beta, 2, free_steps, nudged_steps)
+    paper = _yardstick.paper_hep(beta, 2, free_steps, nudged_steps)
     hep = holoode.HolomorphicEP(beta, 2)
     methods = {
         "hEP N=2, tol 1e-5": library(hep, fixed_point(1e-5)),
@@ -180,7 +168,7 @@ def main(argv=None):
         "implicit diff., tol 1e-6": library(
             holoode.ImplicitDifferentiation(), fixed_point(1e-6)
         ),
-        "paper schedule N=2": lambda m, x, y: paper(m, x, y, cost),
+        "paper schedule N=2": paper,
     }
     with jax.enable_x64(True):
         exact = library(holoode.ImplicitDifferentiation(), fixed_point(1e-10))(

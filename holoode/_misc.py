@@ -1,5 +1,7 @@
 """Small PyTree and dtype utilities shared by the rest of the package."""
 
+import operator
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -70,3 +72,12 @@ def stop_gradient(tree: PyTree) -> PyTree:
     return jtu.tree_map(
         lambda a: jax.lax.stop_gradient(a) if eqx.is_array(a) else a, tree
     )
+
+
+def as_int(value):
+    """Accept NumPy and JAX integer scalars where an `int` is expected (a field
+    converter; anything else is left for the class's own check to refuse)."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        return value

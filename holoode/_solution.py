@@ -1,7 +1,11 @@
 """Result codes, equilibria and the diagnostics returned with every gradient."""
 
+import dataclasses
+
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
 
@@ -12,7 +16,7 @@ class RESULTS(eqx.Enumeration):
     max_steps_reached = (
         "The equilibrium solver stopped at `max_steps` before the residual fell "
         "below its tolerance. Fix: raise `max_steps` of the solver, loosen "
-        "`rtol`/`atol`, or pick a faster solver (e.g. `holoode.RootFind()`)."
+        "`rtol`/`atol`, or pick another solver."
     )
     nonfinite = (
         "The equilibrium solve produced NaN or inf: the dynamics diverged. Fix: "
@@ -27,9 +31,26 @@ class RESULTS(eqx.Enumeration):
         "estimated safe radius `|β| / info.radius_ratio`), or raise `num_points` "
         "for a sharper estimate of that radius."
     )
+    period_too_short = (
+        "The network does not follow the rotating teaching signal closely: the "
+        "error estimate `info.error_estimate` (read off its lag and its drift) "
+        "exceeds the rule's `max_error_estimate`, so the oscillation `period` is "
+        "at or below the time the network needs to relax. Fix: raise `period` "
+        "well above "
+        "`holoode.relaxation_time(model, x, y, cost=cost)` (the lag bias falls "
+        "like (τ / period)²), or pass `richardson=True`."
+    )
     nonfinite_gradient = (
         "The gradient contains NaN or inf. Fix: check the inputs for NaN and the "
         "model for overflow (float32 with large weights)."
+    )
+    invalid_input = (
+        "The batch or the model holds values the gradient cannot be computed from: "
+        "NaN or inf in `x`, `y` or the parameters, or an integer label outside "
+        "the classes of the readout (`CrossEntropy` needs 0 ≤ y < number of "
+        "classes). Fix: clean the data (map labels to 0 … classes − 1) or restore "
+        "finite parameters; `holoode.gradient` names the culprit when called on "
+        "concrete (not traced) arrays."
     )
 
 
@@ -81,3 +102,57 @@ class Info(eqx.Module):
     @property
     def all_reached(self) -> Bool[Array, ""]:
         return jnp.all(self.reached)
+
+    def __repr__(self) -> str:
+        return _summary(self)
+
+    __str__ = __repr__
+
+
+def _result_name(result: RESULTS) -> str:
+    names = {int(item._value): name for name, item in RESULTS._name_to_item.items()}
+    value = np.asarray(result._value)
+    if value.ndim == 0:
+        return names.get(int(value), str(int(value)))
+    # A batch of results (under `vmap`): count each kind.
+    kinds, counts = np.unique(value, return_counts=True)
+    return ", ".join(
+        f"{c}× {names.get(int(k), str(int(k)))}" for k, c in zip(kinds, counts)
+    )
+
+
+def _describe_value(value) -> str:
+    """A value as a few numbers: scalars in full, arrays by their worst entry."""
+    if isinstance(value, RESULTS):
+        if isinstance(value._value, jax.core.Tracer):
+            return "RESULTS (traced)"
+        return _result_name(value)
+    if isinstance(value, jax.core.Tracer):
+        return f"traced {value.dtype}{list(value.shape)}"
+    if not eqx.is_array(value):
+        return repr(value)
+    a = np.asarray(value)
+    shape = " × ".join(map(str, a.shape))
+    if a.size == 0:
+        return f"empty ({shape})"
+    if a.dtype == bool:
+        return f"{int(a.sum())} of {a.size}"
+    if a.ndim == 0:
+        return f"{a.item():.6g}"
+    if np.issubdtype(a.dtype, np.integer):
+        return f"max {a.max()}, mean {a.mean():.4g} ({shape})"
+    if np.all(np.isnan(a)):
+        return f"nan ({shape})"
+    worst = np.nanmax(np.abs(a)) if np.iscomplexobj(a) else np.nanmax(a)
+    return f"max {worst:.3g} ({shape})"
+
+
+def _summary(module: eqx.Module) -> str:
+    """Every field of `module` by value: readable in `print(info)`."""
+    fields = [f.name for f in dataclasses.fields(module)]
+    width = max(map(len, fields))
+    lines = [
+        f"  {name:<{width}}  {_describe_value(getattr(module, name))}"
+        for name in fields
+    ]
+    return f"{type(module).__name__}(\n" + "\n".join(lines) + "\n)"

@@ -4,9 +4,12 @@ write complete, finite records (the numbers themselves are the benchmarks' job).
 import json
 import math
 
+import pytest
+
 from benchmarks import exactness, solvers
 
 
+@pytest.mark.slow
 def test_solvers_benchmark_writes_finite_record(tmp_path):
     solvers.main(
         [
@@ -36,6 +39,7 @@ def test_solvers_benchmark_writes_finite_record(tmp_path):
     assert "| hEP N=4 | FixedPoint |" in (tmp_path / "solvers.md").read_text()
 
 
+@pytest.mark.slow
 def test_exactness_benchmark_writes_finite_record(tmp_path):
     exactness.main(
         [

@@ -8,6 +8,7 @@ import holoode as ho
 from .helpers import data, fit_slope, mlp, reference, rel_error, TIGHT
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("symmetric,order", [(False, 1), (True, 2)])
 def test_classic_ep_order(symmetric, order):
     model, (x, y), cost = mlp(), data(), ho.CrossEntropy()

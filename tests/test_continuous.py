@@ -27,6 +27,7 @@ def test_relaxation_time_is_exact_on_a_linear_model(a):
     assert jnp.allclose(tau, 1 / a, rtol=1e-10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("richardson,order", [(False, 2), (True, 4)])
 def test_error_falls_with_the_period_at_the_fitted_order(richardson, order):
     model, x, y, cost = problem()
@@ -49,6 +50,7 @@ def test_error_falls_with_the_period_at_the_fitted_order(richardson, order):
     assert abs(slope + order) < 0.3, (slope, errors)
 
 
+@pytest.mark.slow
 def test_1e3_within_100_relaxation_times_in_one_period():
     model, x, y, cost = problem()
     tau = relaxation_time(model, x, y, cost)
@@ -59,6 +61,7 @@ def test_1e3_within_100_relaxation_times_in_one_period():
     assert bool(info.all_reached)
 
 
+@pytest.mark.slow
 def test_long_period_agrees_with_many_point_hep():
     model, x, y, cost = problem()
     slow, _ = ho.gradient(ho.ContinuousHEP(0.3, 800.0), model, x, y, cost=cost)
@@ -68,6 +71,20 @@ def test_long_period_agrees_with_many_point_hep():
     assert rel_error(slow, hep) < 2e-4
 
 
+def test_n_samples_per_period_alias_like_n_point_hep():
+    # The accumulator samples the signal at `num_samples` phases per period: at a
+    # long period it carries the N-point estimator's aliasing error, no more.
+    model, x, y, cost = problem()
+    rule = ho.ContinuousHEP(0.3, 800.0, num_samples=4)
+    solver = ho.SteadyStateODE(rtol=1e-8, atol=1e-8, max_steps=100_000)
+    slow, _ = ho.gradient(rule, model, x, y, cost=cost, solver=solver)
+    hep, _ = ho.gradient(ho.HolomorphicEP(0.3, 4), model, x, y, cost=cost, solver=TIGHT)
+    aliasing = rel_error(hep, reference(model, x, y, cost))
+    assert aliasing > 3e-3  # four points at |β| = 0.3 alias visibly
+    assert rel_error(slow, hep) < aliasing / 10
+
+
+@pytest.mark.slow
 def test_lag_estimate_tracks_the_error_and_split_state_agrees():
     model, x, y, cost = problem()
     ref = reference(model, x, y, cost)
@@ -95,4 +112,11 @@ def test_bad_input():
     with pytest.raises(ValueError, match="ODE integrator"):
         ho.gradient(ho.ContinuousHEP(0.1), model, x, y, cost=cost, solver=ho.RootFind())
     with pytest.raises(Exception, match="max_steps"):
-        ho.gradient(ho.ContinuousHEP(0.1, 50.0, max_steps=5), model, x, y, cost=cost)
+        ho.gradient(
+            ho.ContinuousHEP(0.1, 50.0),
+            model,
+            x,
+            y,
+            cost=cost,
+            solver=ho.SteadyStateODE(max_steps=5),
+        )

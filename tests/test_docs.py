@@ -31,6 +31,7 @@ def _run(args, cwd, timeout):
     return proc
 
 
+@pytest.mark.slow
 def test_site_builds_strict(tmp_path):
     pytest.importorskip("mkdocs")
     pytest.importorskip("mkdocstrings_handlers.python")
@@ -57,6 +58,7 @@ def test_site_builds_strict(tmp_path):
         assert (site / "benchmark-results" / png.name).is_file(), png.name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", TUTORIALS, ids=[p.stem for p in TUTORIALS])
 def test_tutorial_runs(script, tmp_path):
     """Each tutorial asserts its own results (errors, losses) while it runs."""

@@ -1,5 +1,6 @@
 """Bad input is refused with a message that names the problem and the fix."""
 
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import pytest
@@ -40,6 +41,7 @@ def test_non_holomorphic_energy_is_detected(cls, where):
         ho.check_holomorphic(model, x[0])
 
 
+@pytest.mark.slow
 def test_holomorphic_models_pass_the_check():
     x, y = data()
     ho.check_holomorphic(mlp(), x[0], y[0], cost=ho.CrossEntropy(), num_circles=8)
@@ -65,9 +67,29 @@ def test_too_few_steps_raises_with_the_fix():
     assert info.result == ho.RESULTS.max_steps_reached
 
 
-def test_diverging_dynamics_is_reported():
-    model, (x, y), cost = mlp(), data(), ho.CrossEntropy()
-    solver = ho.FixedPointIteration(step_size=50.0, max_steps=200)
+class _Repelling(ho.AbstractEnergyModel):
+    """`E = −½|u|² − u·(Ux)`: unbounded below, the dynamics run off to infinity."""
+
+    U: jax.Array
+
+    def energy(self, u, x):
+        return -0.5 * jnp.sum(u**2) - u @ (self.U @ x)
+
+    def init_state(self, x):
+        return jnp.zeros(self.U.shape[0], x.dtype)
+
+    def readout(self, u, x):
+        return u[:3]
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [ho.FixedPointIteration(max_steps=200), ho.SteadyStateODE(max_steps=200)],
+    ids=["fixed_point", "ode"],
+)
+def test_diverging_dynamics_is_reported(solver):
+    (x, y), cost = data(), ho.CrossEntropy()
+    model = _Repelling(jnp.ones((5, 4), jnp.float64))
     _, info = ho.gradient(
         ho.ImplicitDifferentiation(), model, x, y, cost=cost, solver=solver, throw=False
     )

@@ -10,6 +10,7 @@ import holoode as ho
 from .helpers import data, fit_slope, LinearPole, mlp, reference, rel_error, TIGHT
 
 
+@pytest.mark.slow
 def test_error_falls_geometrically_with_num_points():
     model, (x, y), cost = mlp(), data(), ho.CrossEntropy()
     ref = reference(model, x, y, cost)
@@ -29,6 +30,7 @@ def test_error_falls_geometrically_with_num_points():
     assert all(b < a for a, b in zip(errors, errors[1:])), errors
 
 
+@pytest.mark.slow
 def test_reaches_1e8_by_16_points_with_default_solver():
     model, (x, y), cost = mlp(), data(), ho.CrossEntropy()
     ref = reference(model, x, y, cost)

@@ -65,7 +65,17 @@ PROBLEMS = {
 }
 
 
-@pytest.mark.parametrize("name", list(PROBLEMS))
+# Depths 1 and 2 in the quick run; the deeper MLPs and the convnet are slow.
+FAST_PROBLEMS = ("mlp-depth1", "mlp-depth2")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=[] if n in FAST_PROBLEMS else [pytest.mark.slow])
+        for n in PROBLEMS
+    ],
+)
 def test_hep_equals_implicit_equals_finite_differences(name):
     problem, solver = PROBLEMS[name]
     model, x, y = problem()
@@ -110,6 +120,7 @@ def test_mlp_depths_have_the_expected_layers():
         assert model.sizes == (4,) + (5,) * depth + (3,)
 
 
+@pytest.mark.slow
 def test_convnet_is_holomorphic():
     x, y = images(1)
     # The primitive and the activation (the readout and cost are the MLP's,

@@ -18,6 +18,7 @@ def cosine(a, b):
 NOISE = ho.NeuronNoise(0.04, duration=20.0, samples=20)
 
 
+@pytest.mark.slow
 def test_reproducible_with_a_key_and_different_across_keys():
     model, (x, y), cost = mlp(), data(), ho.CrossEntropy()
     rule = ho.HolomorphicEP(0.4, 6, noise=NOISE)
@@ -36,6 +37,7 @@ def test_reproducible_with_a_key_and_different_across_keys():
         ho.gradient(rule, model, x, y, cost=cost, solver=ho.RootFind())
 
 
+@pytest.mark.slow
 def test_finite_beta_is_robust_to_noise_where_small_beta_is_not():
     # The paper's Table 1 effect, on gradients: cosine similarity to the exact
     # gradient over 4 keys, mean and spread.
@@ -62,6 +64,7 @@ def test_finite_beta_is_robust_to_noise_where_small_beta_is_not():
     assert stats["hep-0.4"][1] < stats["ep-0.1"][1], stats
 
 
+@pytest.mark.slow
 def test_continuous_hep_with_noise_averages_over_the_run():
     model, (x, y), cost = mlp(), data(), ho.CrossEntropy()
     ref = reference(model, x, y, cost)
@@ -71,6 +74,7 @@ def test_continuous_hep_with_noise_averages_over_the_run():
     assert bool(info.all_reached)
 
 
+@pytest.mark.slow
 def test_diverging_noisy_run_is_reported_not_averaged():
     model = QuarticHopfield(key=jr.key(0))
     x, y = data(4, 3, labels=False)

@@ -26,6 +26,7 @@ def accuracy(model, x, y, solver):
     return float(jnp.mean(jnp.argmax(logits, axis=-1) == y))
 
 
+@pytest.mark.slow
 def test_online_plasticity_learns_digits():
     x_train, x_test, y_train, y_test = load_digits()
     model = ho.nn.HopfieldMLP((64, 32, 10), key=jr.key(0))

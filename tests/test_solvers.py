@@ -11,7 +11,18 @@ import holoode as ho
 from .helpers import data, mlp, QuarticHopfield, reference, rel_error, RULES, SOLVERS
 
 
-@pytest.mark.parametrize("solver", SOLVERS, ids=lambda s: repr(s)[:60])
+# The ODE solver compiles the slowest of the four: its cases are marked slow.
+SOLVER_CASES = [
+    pytest.param(
+        s,
+        id=repr(s)[:60],
+        marks=[pytest.mark.slow] if isinstance(s, ho.SteadyStateODE) else [],
+    )
+    for s in SOLVERS
+]
+
+
+@pytest.mark.parametrize("solver", SOLVER_CASES)
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: repr(r)[:60])
 def test_every_solver_and_rule_agree(rule, solver):
     model, (x, y), cost = mlp(), data(), ho.CrossEntropy()
@@ -31,6 +42,7 @@ def test_energy_form_with_every_rule():
         assert rel_error(grads, ref) < 1e-7, rule
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "make",
     [
@@ -49,6 +61,7 @@ def test_complex_state_equals_split_state(make):
     assert jnp.array_equal(info_a.num_steps[:, 0], info_b.num_steps[:, 0])
 
 
+@pytest.mark.slow
 def test_implicit_ode_solver_on_split_states():
     import diffrax as dfx
 
@@ -64,6 +77,7 @@ def test_implicit_ode_solver_on_split_states():
     assert rel_error(grads, reference(model, x, y, cost)) < 1e-6
 
 
+@pytest.mark.slow
 def test_neighbour_warm_start_matches_free_warm_start():
     model, (x, y), cost = mlp(), data(), ho.CrossEntropy()
     rules = [ho.HolomorphicEP(0.3, 8, warm_start=w) for w in ("free", "neighbour")]
@@ -73,6 +87,7 @@ def test_neighbour_warm_start_matches_free_warm_start():
     assert rel_error(a, b) < 1e-9
 
 
+@pytest.mark.slow
 def test_float32_works():
     import equinox as eqx
 

@@ -79,6 +79,7 @@ def test_safe_beta_finds_the_pole():
     np.testing.assert_allclose(r, 0.25, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_safe_beta_bounds_where_holomorphic_ep_works():
     model, (x, y), cost = mlp(), data(), ho.CrossEntropy()
     radius = float(safe_beta(model, x, y, cost=cost, solver=TIGHT))

@@ -120,16 +120,33 @@ def test_rules_by_name():
         ho.TrainConfig(rule="bp", noise_std=0.1)
 
 
-def test_one_trace_per_configuration_and_masked_evaluation():
-    before = dict(_step.TRACES)
+@pytest.fixture
+def counted_traces(monkeypatch):
+    """`Plan.step` and `Plan.evaluate` wrapped in `eqx.debug.assert_max_traces`
+    (counting only: the test asserts the counts), with the plan cache emptied
+    before and after, so that the test's runs compile their own functions."""
+    wrapped = {}
+    for name in ("step", "evaluate"):
+        counted = eqx.debug.assert_max_traces(
+            getattr(_step.Plan, name), max_traces=None
+        )
+        wrapped[name] = counted
+        # A plain function, so that it binds `self` as the method did.
+        monkeypatch.setattr(_step.Plan, name, lambda *a, f=counted: f(*a))
+    _step._plan.cache_clear()
+    yield lambda name: eqx.debug.get_num_traces(wrapped[name])
+    _step._plan.cache_clear()
+
+
+@pytest.mark.slow
+def test_one_trace_per_configuration_and_masked_evaluation(counted_traces):
     result = ho.train(**TINY, eval_batch_size=100)
-    # 8 steps and 2 evaluations of 4 batches (the last one padded): at most one
-    # trace each (none if an earlier test in this process compiled this config).
+    # 8 steps and 2 evaluations of 4 batches (the last one padded): one trace
+    # each, neither none (nothing compiled) nor two (a recompilation).
     assert result.steps == 8 and result.finished
-    traced = _step.TRACES["step"] - before["step"]
-    assert traced <= 1 and _step.TRACES["evaluate"] - before["evaluate"] <= 1
+    assert counted_traces("step") == 1 and counted_traces("evaluate") == 1
     ho.train(**TINY, eval_batch_size=100, seed=1)  # another seed: no new trace
-    assert _step.TRACES["step"] - before["step"] == traced
+    assert counted_traces("step") == 1 and counted_traces("evaluate") == 1
     # Evaluation with a padded last batch (100 ∤ 360) equals one unpadded batch
     # and an independent count of correct predictions.
     config = result.config
@@ -166,6 +183,7 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_is_bit_for_bit(tmp_path):
     config = dict(TINY, epochs=3, checkpoint_every=3)
     full = ho.train(**config, run_dir=str(tmp_path / "full"))
@@ -210,6 +228,7 @@ def test_resume_is_bit_for_bit(tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
 
+@pytest.mark.slow
 def test_corrupted_or_mismatched_checkpoint_is_refused(tmp_path):
     run = str(tmp_path / "run")
     ho.train(**TINY, run_dir=run, stop_after_steps=2)
@@ -256,6 +275,7 @@ def test_too_large_beta_skips_steps_and_stops_with_a_diagnosis(tmp_path):
     assert "exceeds the estimated safe radius" in record["stopped"]
 
 
+@pytest.mark.slow
 def test_beta_backoff_retries_a_lost_step_at_half_beta():
     kw = dict(TINY, epochs=1, steps_per_epoch=1)
     config = ho.TrainConfig(**kw)
@@ -285,6 +305,7 @@ def cast(model, dtype):
     )
 
 
+@pytest.mark.slow
 def test_online_plasticity_rule_trains():
     kw = dict(TINY, epochs=1, batch_size=32, period=20.0, learning_rate=0.5)
     one = ho.train(rule="online", **dict(kw, steps_per_epoch=1))
@@ -328,6 +349,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_sharded_run_matches_single_device():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     env["JAX_PLATFORMS"] = "cpu"

@@ -3,6 +3,8 @@
 import csv
 import json
 
+import pytest
+
 from holoode._cli import main
 
 
@@ -10,6 +12,7 @@ TINY = ["--hidden", "16", "--epochs", "1", "--set", "steps_per_epoch=4",
         "--set", "batch_size=32", "--no-progress"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_train_compare_plot_and_resume(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--run-dir", str(run), "--compare", "bp"]) == 0

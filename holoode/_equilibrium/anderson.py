@@ -7,30 +7,51 @@ import jax
 import jax.flatten_util as jfu
 import jax.numpy as jnp
 import optimistix as optx
-from jaxtyping import Array, Inexact, Int, PyTree, Scalar
+from jaxtyping import Array, Float, Inexact, Int, PyTree, Scalar
 
-from .._misc import real_dtype, tree_rms
+from .._misc import as_int, eps, real_dtype, tree_rms
 from .base import AbstractEquilibriumSolver, optimistix_solve
 
 
-class _AndersonState(eqx.Module):
+# How many past step sizes the convergence-rate estimate keeps: it measures over
+# an even span (6 steps), so that a step size alternating with period two (a
+# two-cycle, or the ± eigenvalue pairs of a layered network) does not bias it.
+_RATE_WINDOW = 7
+# Largest convergence rate believed: caps the distance factor 1/(1 − q) at 1000.
+_MAX_RATE = 0.999
+
+
+class FixedPointLoopState(eqx.Module):
     values: Inexact[Array, "memory n"]  # g(u_i) for the last `memory` iterates
     residuals: Inexact[Array, "memory n"]  # r_i = g(u_i) − u_i, newest first
-    gram: Inexact[Array, "memory memory"]  # r_iᴴ r_j
     count: Int[Array, ""]  # iterates seen so far
-    relative_error: Scalar  # scaled size of the last residual (< 1: converged)
+    steps: Float[Array, " window"]  # scaled step sizes, newest first
+    damping: Scalar  # plain iteration only: the fraction of each step taken
+    smallest: Scalar  # plain iteration only: the smallest step since the last damping
+    relative_error: Scalar  # scaled distance to the fixed point (< 1: converged)
 
 
-class _Anderson(optx.AbstractFixedPointSolver):
-    """Anderson mixing for a fixed point `u = g(u)`, in Optimistix's protocol.
+class FixedPointLoop(optx.AbstractFixedPointSolver):
+    """Anderson mixing for a fixed point `u = g(u)`, in Optimistix's protocol
+    (`memory = 1`: plain fixed-point iteration).
 
     Keeps the last `memory` iterates' values `g_i = g(u_i)` and residuals
-    `r_i = g_i − u_i` (flattened into vectors), and steps to `Σ α_i g_i` with the
-    coefficients `α` minimising `‖Σ α_i r_i‖₂` subject to `Σ α_i = 1`:
-    `α ∝ (RᴴR + λI)⁻¹ 1`, `R = [r_1 ... r_m]`. Conjugate transposes make this the
-    complex least-squares problem for complex states (the coefficients are then
-    complex). Stops when `norm((u − g(u)) / (atol + rtol |g(u)|)) < 1` and returns
-    the last `g(u)`, the criterion and value of `optx.FixedPointIteration`.
+    `r_i = g_i − u_i` (flattened into vectors), and steps to `g_k − ΔG γ` with
+    `γ = argmin ‖r_k − ΔR γ‖₂` over the differences of consecutive residuals
+    `ΔR` and values `ΔG` (the unconstrained form of `Σ α_i g_i`, `Σ α_i = 1`),
+    solved by a QR factorisation of the column-scaled `ΔR` with Tikhonov rows
+    `√λ I`. For complex states this is the complex least-squares problem (the
+    coefficients are then complex). Returns the last `g(u)`.
+
+    Stopping: the step `s_k = g(u_k) − u_k` of a linearly converging iteration
+    shrinks like `q^k`, and the distance from `g(u_k)` to the fixed point is
+    `≈ ‖s_k‖ q/(1 − q)`, which exceeds the step by far when `q` is near 1 (the
+    synchronous update of a trained Hopfield network contracts by 0.95–0.99 per
+    step). The rate `q` is measured from the last few steps,
+    `q = (‖s_k‖/‖s_{k−w}‖)^{1/w}`, and the iteration stops when the estimated
+    distance `‖s_k‖ / (1 − q)`, scaled by `atol + rtol |g(u)|`, is below 1, after
+    at least two steps. A step already at the level of round-off stops the
+    iteration too (the rate is then meaningless) if it is within tolerance.
     """
 
     rtol: float
@@ -43,11 +64,13 @@ class _Anderson(optx.AbstractFixedPointSolver):
         del fn, args, options, f_struct, aux_struct, tags
         flat, _ = jfu.ravel_pytree(y)
         history = jnp.zeros((self.memory, flat.size), flat.dtype)
-        return _AndersonState(
+        return FixedPointLoopState(
             values=history,
             residuals=history,
-            gram=jnp.zeros((self.memory, self.memory), flat.dtype),
             count=jnp.array(0),
+            steps=jnp.full((_RATE_WINDOW,), jnp.inf, real_dtype(flat.dtype)),
+            damping=jnp.array(1.0, real_dtype(flat.dtype)),
+            smallest=jnp.array(jnp.inf, real_dtype(flat.dtype)),
             relative_error=jnp.array(jnp.inf, real_dtype(flat.dtype)),
         )
 
@@ -59,45 +82,79 @@ class _Anderson(optx.AbstractFixedPointSolver):
         r = flat_g - flat_y
         with jax.numpy_dtype_promotion("standard"):
             scale = self.atol + self.rtol * jnp.abs(flat_g)
-        error = self.norm(-r / scale).astype(state.relative_error.dtype)
+        step_size = self.norm(-r / scale).astype(state.relative_error.dtype)
+        steps = jnp.concatenate([step_size[None], state.steps[:-1]])
+        # The observed rate over the window (fewer steps early on); unknown until
+        # two steps have been seen.
+        seen = jnp.minimum(state.count, _RATE_WINDOW - 1)
+        oldest = steps[jnp.maximum(seen, 1)]
+        rate = (step_size / oldest) ** (1 / jnp.maximum(seen, 1))
+        rate = jnp.nan_to_num(jnp.where(seen >= 1, rate, 1.0), nan=1.0)
+        growing = rate >= 1
+        rate = jnp.clip(rate, 0.0, _MAX_RATE)
+        distance = step_size / (1 - rate)
+        roundoff = self.norm(r) <= 64 * eps(flat_g.dtype) * self.norm(flat_g)
+        error = jnp.where(
+            (state.count >= 1) & (distance < 1), distance, jnp.maximum(distance, 1.0)
+        )
+        error = jnp.where(roundoff & (step_size < 1), step_size, error)
 
-        # Newest first: shift the history (no scatter at a batched slot index) and
-        # update the Gram matrix A_ij = r_iᴴ r_j with the new row and column only.
+        # Newest first: shift the history (no scatter at a batched slot index).
         m = self.memory
-        old = state.residuals[:-1]
         values = jnp.concatenate([flat_g[None], state.values[:-1]])
-        residuals = jnp.concatenate([r[None], old])
-        cross = jnp.sum(jnp.conj(old) * r, axis=-1)  # r_iᴴ r_new, i = 1..m−1
-        first = jnp.concatenate(
-            [jnp.sum(jnp.conj(r) * r, keepdims=True), jnp.conj(cross)]
-        )
-        gram = jnp.concatenate(
-            [first[None], jnp.concatenate([cross[:, None], state.gram[:-1, :-1]], 1)]
-        )
-
-        # Unused slots get an identity block and a zero right-hand side, so their
-        # coefficients are exactly zero.
-        used = jnp.arange(m) <= state.count
-        both = used[:, None] & used[None, :]
-        masked = jnp.where(both, gram, 0)
-        size = jnp.max(jnp.where(used, jnp.real(jnp.diagonal(masked)), 0))
-        size = jnp.where(size > 0, size, 1)
-        shift = jnp.where(used, self.regularisation * size, 1).astype(gram.dtype)
-        z = jnp.linalg.solve(masked + jnp.diag(shift), used.astype(gram.dtype))
-        alpha = z / jnp.sum(z)
-        mixed = jnp.sum(alpha[:, None] * values, axis=0)
-        # A degenerate history (non-finite coefficients) falls back to a plain step.
-        ok = jnp.all(jnp.isfinite(alpha))
+        residuals = jnp.concatenate([r[None], state.residuals[:-1]])
+        damping = state.damping
+        if m == 1:
+            # A map that stops contracting (a cycle: an eigenvalue of its Jacobian
+            # at or beyond −1, as the synchronous update of a layered network or
+            # gradient descent with too long a step can have) is damped by
+            # halving its steps, down to 1/64; the rate is then measured afresh.
+            # A slowly converging iteration can look flat over a window; a cycle
+            # also has steps larger than the smallest one seen.
+            stuck = (seen == _RATE_WINDOW - 1) & growing & ~roundoff
+            stuck = stuck & (step_size > 1.05 * state.smallest)
+            damping = jnp.where(stuck, jnp.maximum(damping / 2, 1 / 64), damping)
+            steps = jnp.where(stuck, jnp.inf, steps)
+            smallest = jnp.where(stuck, jnp.inf, jnp.minimum(state.smallest, step_size))
+            mixed, ok = flat_y + damping * r, jnp.array(True)
+            count = jnp.where(stuck, 0, state.count + 1)
+        else:
+            mixed, ok = self._mix(flat_g, r, values, residuals, state.count)
+            count, smallest = state.count + 1, state.smallest
         converged = error < 1
+        # A degenerate history (non-finite coefficients) falls back to a plain step.
         new_flat = jnp.where(converged | ~ok, flat_g, mixed)
-        new_state = _AndersonState(
+        new_state = FixedPointLoopState(
             values=values,
             residuals=residuals,
-            gram=gram,
-            count=state.count + 1,
+            count=count,
+            steps=steps,
+            damping=damping,
+            smallest=smallest,
             relative_error=error,
         )
         return unravel(new_flat), new_state, aux
+
+    def _mix(self, g, r, values, residuals, count):
+        """The Anderson step `g − ΔG γ`, `γ = argmin ‖r − ΔR γ‖₂`."""
+        # Differences of consecutive residuals and values; a difference involving
+        # a slot not filled yet is masked out (its coefficient is then zero).
+        used = jnp.arange(1, self.memory) <= count
+        d_r = jnp.where(used[:, None], residuals[:-1] - residuals[1:], 0)
+        d_g = jnp.where(used[:, None], values[:-1] - values[1:], 0)
+        # Unit columns resolve old, large differences and new, small ones alike;
+        # the Tikhonov rows keep the problem full-rank. Householder QR rather
+        # than normal equations: these square the conditioning, which float32
+        # cannot afford near convergence.
+        norms = jnp.sqrt(jnp.sum(jnp.abs(d_r) ** 2, axis=1))
+        norms = jnp.where(norms > 0, norms, 1)
+        shift = jnp.sqrt(self.regularisation) * jnp.eye(self.memory - 1)
+        a = jnp.concatenate([(d_r / norms[:, None]).T, shift.astype(r.dtype)])
+        b = jnp.concatenate([r, jnp.zeros(self.memory - 1, r.dtype)])
+        q, upper = jnp.linalg.qr(a)
+        gamma = jax.scipy.linalg.solve_triangular(upper, jnp.conj(q).T @ b)
+        gamma = jnp.where(used, gamma / norms, 0)
+        return g - gamma @ d_g, jnp.all(jnp.isfinite(gamma))
 
     def terminate(self, fn, y, args, options, state, tags):
         del fn, y, args, options, tags
@@ -119,55 +176,56 @@ class AndersonAcceleration(AbstractEquilibriumSolver):
 
         u_{k+1} = Σ_i α_i g_i,   α = argmin ‖Σ_i α_i r_i‖₂  subject to  Σ_i α_i = 1,
 
-    solved as `α ∝ (RᴴR + λ‖R‖²_max I)⁻¹ 1` with `R = [r_1 ... r_m]`. Near the
-    equilibrium this is a GMRES-like Krylov method on the linearised map. Each
-    iteration costs one evaluation of `f` plus `O(m n)` work on the flattened state
-    (`n` entries) and one `m × m` solve. Real and complex states are handled alike:
-    for complex states the least-squares problem uses conjugate transposes and the
-    coefficients `α` are complex, which is the natural choice for a field that is
-    holomorphic in `u`.
+    solved in the unconstrained form `u_{k+1} = g_k − ΔG γ`,
+    `γ = argmin ‖r_k − ΔR γ‖₂` over differences of consecutive values and
+    residuals, by a Householder QR factorisation of the column-scaled `ΔR` with
+    Tikhonov rows `√λ I`. Near the equilibrium this is a GMRES-like Krylov method
+    on the linearised map. Each iteration costs one evaluation of `f` plus
+    `O(m² n)` work on the flattened state (`n` entries). Real and complex states
+    are handled alike: for complex states the least-squares problem uses
+    conjugate transposes and the coefficients are complex, which is the natural
+    choice for a field that is holomorphic in `u`.
 
-    It stops when the step is small, `rms((u − g(u)) / (atol + rtol |g(u)|)) < 1`
-    (the criterion of `holoode.FixedPointIteration`), and returns `g(u)`.
+    It stops when the estimated *distance* to the fixed point is within tolerance:
+    `rms(s) / (1 − q) < 1` for the scaled step `s = (g(u) − u) / (atol + rtol |g(u)|)`
+    and the convergence rate `q` measured over the last few steps (the criterion of
+    `holoode.FixedPointIteration`), and returns `g(u)`. So `rtol`/`atol` bound the
+    error of the equilibrium itself, and gradient errors follow the tolerance.
 
-    When it pays: the fewer iterations must outweigh the extra work per iteration.
-    On the MNIST-sized Hopfield MLP of `benchmarks/core_speed.py` (float32, CPU,
-    plain iteration contracting by about 0.6 per step) it needs 30–45% fewer
-    iterations than `holoode.FixedPointIteration` at the same tolerance, but each
-    iteration costs about 1.5× as much, so the two are about equally fast there;
-    the gain grows as plain iteration contracts more slowly (about 4× fewer
-    iterations at a contraction of about 0.96 per step) and as the field becomes
-    more expensive relative to the `O(m n)` bookkeeping.
+    When it pays: the fewer iterations must outweigh the extra work per
+    iteration; the gain grows as plain iteration contracts more slowly and as the
+    field becomes more expensive relative to the `O(m² n)` bookkeeping
+    (`benchmarks/core_speed.py` and `benchmarks/solvers.py` measure both).
 
     Caveats: unlike plain iteration Anderson mixing is not monotone, and it is not
     globally convergent: far from an equilibrium (or where `u ← u + η f(u)` is not
     a contraction) it can wander. Reduce `step_size` or `memory`, or start from a
     better state. In float32 the attainable tolerance is limited by round-off
     (about `2e-8` relative for states of order one), as for plain iteration; below
-    it the solve stagnates and stops at `max_steps`. The Gram matrix `RᴴR` squares
-    the conditioning of the history:
-    `regularisation` (relative to the largest `‖r_i‖²`) keeps the small solve
-    well-posed, and its default suits float32 as well as float64. Gradients through
+    it the solve stagnates and stops at `max_steps`. `regularisation` (relative
+    to unit-scaled differences) keeps the small least-squares problem
+    well-posed; its default suits float32 as well as float64. Gradients through
     the solve (backpropagation through time) go through the mixing coefficients as
     well; with `differentiable=False` Optimistix's implicit adjoint is used.
 
     **Arguments:**
 
-    - `rtol`, `atol`: tolerances on successive iterates (`None`: dtype default).
+    - `rtol`, `atol`: tolerances on the distance to the equilibrium (`None`: dtype
+      default).
     - `max_steps`: at most this many iterations.
     - `memory`: `m`, the number of past iterates mixed (`m = 1` is plain
       fixed-point iteration).
     - `step_size`: `η` in the map `u + η f(u)` (default 1: for a primitive-form model
       the synchronous update `u ← σ(∂(Φ − βC)/∂u)`).
-    - `regularisation`: Tikhonov shift `λ` of the least-squares problem, relative to
-      the largest squared residual norm in the history.
+    - `regularisation`: Tikhonov shift `λ` of the least-squares problem, for
+      differences scaled to unit norm.
     - `split_complex`: solve complex states as real pairs `(Re u, Im u)` (the
       coefficients are then real).
     """
 
     rtol: float | None = None
     atol: float | None = None
-    max_steps: int = 1000
+    max_steps: int = eqx.field(default=1000, converter=as_int)
     memory: int = 5
     step_size: float = 1.0
     regularisation: float = 1e-8
@@ -186,7 +244,7 @@ class AndersonAcceleration(AbstractEquilibriumSolver):
         def update(u, f):
             return jax.tree_util.tree_map(lambda a, b: a + self.step_size * b, u, f(u))
 
-        solver = _Anderson(
+        solver = FixedPointLoop(
             rtol=rtol,
             atol=atol,
             norm=tree_rms,

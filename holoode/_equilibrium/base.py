@@ -2,6 +2,8 @@
 
 import abc
 import contextlib
+import math
+import operator
 import warnings
 from collections.abc import Callable
 
@@ -34,6 +36,9 @@ class AbstractEquilibriumSolver(eqx.Module):
     atol: eqx.AbstractVar[float | None]
     max_steps: eqx.AbstractVar[int]
 
+    def __check_init__(self):
+        check_settings(self)
+
     @abc.abstractmethod
     def solve(
         self, vector_field: VectorField, u0: PyTree[Array], *, differentiable: bool
@@ -56,6 +61,46 @@ class AbstractEquilibriumSolver(eqx.Module):
         rtol = default_tolerance(dtype) if self.rtol is None else self.rtol
         atol = default_tolerance(dtype) if self.atol is None else self.atol
         return rtol, atol
+
+
+def check_settings(solver) -> None:
+    """Refuse solver settings that cannot give a correct equilibrium, naming the
+    field: tolerances must be non-negative and not both zero, `max_steps` a
+    positive integer, a step size in `(0, 2)` (beyond 2 the damped map
+    `u + η f(u)` diverges even for the best-conditioned networks; 0 never moves)."""
+    name = type(solver).__name__
+    for field in ("rtol", "atol"):
+        value = getattr(solver, field)
+        if value is not None and not (
+            isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+        ):
+            raise ValueError(
+                f"{name}({field}={value!r}): tolerances must be finite numbers ≥ 0 "
+                f"(or None for the dtype's default), e.g. `{name}({field}=1e-6)`."
+            )
+    if solver.rtol == 0 and solver.atol == 0:
+        raise ValueError(
+            f"{name}(rtol=0, atol=0) can never be met: give at least one positive "
+            f"tolerance, e.g. `{name}(rtol=1e-6, atol=1e-6)`."
+        )
+    try:
+        max_steps = operator.index(solver.max_steps)
+    except TypeError:
+        max_steps = None
+    if max_steps is None or max_steps < 1:
+        raise ValueError(
+            f"{name}(max_steps={solver.max_steps!r}) must be an integer ≥ 1, e.g. "
+            f"`{name}(max_steps=1000)`."
+        )
+    step_size = getattr(solver, "step_size", None)
+    if step_size is not None and not (
+        isinstance(step_size, (int, float)) and 0 < step_size < 2
+    ):
+        raise ValueError(
+            f"{name}(step_size={step_size!r}) must lie in (0, 2): the map "
+            "`u + step_size·f(u)` does not move at 0 and diverges beyond 2. "
+            f"Use e.g. `{name}(step_size=0.5)`."
+        )
 
 
 def split(u: PyTree[Array]) -> tuple[PyTree[Array], PyTree[Array]]:

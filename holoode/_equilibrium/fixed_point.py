@@ -1,18 +1,12 @@
 """Equilibria by damped fixed-point iteration of the dynamics."""
 
-import jax.numpy as jnp
+import equinox as eqx
 import jax.tree_util as jtu
 import optimistix as optx
 
-from .._misc import tree_rms
+from .._misc import as_int, tree_rms
+from .anderson import FixedPointLoop
 from .base import AbstractEquilibriumSolver, optimistix_solve
-
-
-def _default_float_rms(tree):
-    # Optimistix starts its error at `jnp.array(inf)`, in the default float dtype
-    # (float64 when x64 is enabled); keep the loop's state dtype fixed for float32
-    # states too.
-    return tree_rms(tree).astype(jnp.result_type(float))
 
 
 class FixedPointIteration(AbstractEquilibriumSolver):
@@ -23,13 +17,24 @@ class FixedPointIteration(AbstractEquilibriumSolver):
     it is gradient descent on `F` with step `η`. It converges linearly, with rate the
     spectral radius `ρ` of the map's Jacobian; it diverges if `ρ > 1`.
 
-    Caveat: the stopping test bounds the *step*, and the distance to the equilibrium
-    is about `step / (1 − ρ)`: for slowly contracting maps, tighten the tolerance.
+    Tolerances bound the *distance* to the equilibrium, not the step: the distance
+    after a step `s` is about `‖s‖ ρ/(1 − ρ)`, many times the step for slowly
+    contracting maps, so the iteration measures `ρ` from its last few steps and
+    stops when `‖s‖/(1 − ρ)` is within `atol + rtol |u|` (see
+    `holoode.AndersonAcceleration`, of which this is the `memory = 1` case).
+
+    A map that does not contract (`ρ ≥ 1`: a two-cycle of the synchronous update,
+    or gradient descent with too long a step) makes the measured rate stall at 1;
+    the iteration then halves its step, `u ← u + (η/2^j) f(u)`, down to `η/64`,
+    and measures the rate afresh. So the default `η = 1` (the synchronous update
+    of the primitive form) also solves energy-form models whose gradient-descent
+    step must be shorter, at the price of the steps spent detecting the cycle.
 
     **Arguments:**
 
     - `step_size`: `η` (default 1).
-    - `rtol`, `atol`: tolerances on successive iterates (`None`: dtype default).
+    - `rtol`, `atol`: tolerances on the distance to the equilibrium (`None`: dtype
+      default).
     - `max_steps`: at most this many iterations.
     - `split_complex`: solve complex states as real pairs `(Re u, Im u)`.
     """
@@ -37,7 +42,7 @@ class FixedPointIteration(AbstractEquilibriumSolver):
     step_size: float = 1.0
     rtol: float | None = None
     atol: float | None = None
-    max_steps: int = 10_000
+    max_steps: int = eqx.field(default=10_000, converter=as_int)
     split_complex: bool = False
 
     def solve(self, vector_field, u0, *, differentiable):
@@ -49,7 +54,7 @@ class FixedPointIteration(AbstractEquilibriumSolver):
         return optimistix_solve(
             optx.fixed_point,
             update,
-            optx.FixedPointIteration(rtol=rtol, atol=atol, norm=_default_float_rms),
+            FixedPointLoop(rtol=rtol, atol=atol, norm=tree_rms, memory=1),
             vector_field,
             u0,
             split_complex=self.split_complex,

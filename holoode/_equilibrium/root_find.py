@@ -1,8 +1,9 @@
 """Equilibria by Optimistix root finding (Newton by default)."""
 
+import equinox as eqx
 import optimistix as optx
 
-from .._misc import tree_rms
+from .._misc import as_int, tree_rms
 from .base import AbstractEquilibriumSolver, optimistix_solve
 
 
@@ -26,7 +27,7 @@ class RootFind(AbstractEquilibriumSolver):
 
     rtol: float | None = None
     atol: float | None = None
-    max_steps: int = 256
+    max_steps: int = eqx.field(default=256, converter=as_int)
     split_complex: bool = False
     solver: optx.AbstractRootFinder | None = None
 

@@ -1,15 +1,17 @@
 """The learning-rule protocol and the machinery the rules share."""
 
 import abc
+import dataclasses
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from .._costs import AbstractCost
-from .._equilibrium import AbstractEquilibriumSolver
+from .._equilibrium import AbstractEquilibriumSolver, SteadyStateODE
 from .._misc import tree_astype, tree_dtype, tree_isfinite
 from .._model import AbstractEquilibriumModel, holomorphic_grad
 from .._solution import Equilibrium, Info, RESULTS
@@ -22,6 +24,15 @@ class AbstractLearningRule(eqx.Module):
     batch (leading axis) of inputs and targets. Rules combine freely with every
     model form and every equilibrium solver.
     """
+
+    def default_solver(self) -> AbstractEquilibriumSolver:
+        """The equilibrium solver `holoode.gradient` uses when none is given:
+        `holoode.SteadyStateODE()`, the network's own dynamics, which suits
+        every model form."""
+        return SteadyStateODE()
+
+    def __repr__(self) -> str:
+        return describe(self)
 
     @abc.abstractmethod
     def estimate(
@@ -58,14 +69,37 @@ def concrete(beta) -> float | None:
 
 
 def describe(rule) -> str:
-    """A readable one-line description of a rule with its concrete field values."""
+    """A readable one-line description of a rule (or any module) with the values of
+    its fields: scalar arrays as numbers (`beta=0.1`, not `beta=weak_f64[]`), other
+    arrays by shape. As in Equinox's own `repr`, fields at their default value
+    are left out (β is always shown)."""
     fields = []
-    for name, value in vars(rule).items():
-        if isinstance(value, jax.Array) and value.ndim == 0:
-            c = concrete(value)
-            digits = 7 if value.dtype == jnp.float32 else 16
-            value = value if c is None else float(f"{c:.{digits}g}")
-        fields.append(f"{name}={value!r}")
+    for field in dataclasses.fields(rule):
+        value = getattr(rule, field.name, None)
+        default = field.default
+        if field.name != "beta" and (
+            value is None
+            or (
+                not isinstance(value, (jax.Array, np.ndarray, np.generic))
+                and default is not dataclasses.MISSING
+                and type(value) is type(default)
+                and value == default
+            )
+        ):
+            continue
+        if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+            if value.ndim == 0 and concrete(value) is not None:
+                digits = 7 if value.dtype == jnp.float32 else 16
+                text = f"{float(f'{concrete(value):.{digits}g}')!r}"
+                if jnp.issubdtype(value.dtype, jnp.integer):
+                    text = str(int(value))
+            else:
+                text = f"{value.dtype}{list(value.shape)}"
+        elif isinstance(value, eqx.Module):
+            text = describe(value)
+        else:
+            text = repr(value)
+        fields.append(f"{field.name}={text}")
     return f"{type(rule).__name__}({', '.join(fields)})"
 
 
@@ -193,7 +227,11 @@ def free_loss(model, states, x, y, cost) -> Array:
 
 
 def overall_result(
-    sols: list[Equilibrium], grads: PyTree, continuation_ok=True, noise_finite=True
+    sols: list[Equilibrium],
+    grads: PyTree,
+    continuation_ok=True,
+    noise_finite=True,
+    circle_lost=False,
 ) -> RESULTS:
     """Combine per-solve result codes and gradient checks into one code."""
     finite = tree_isfinite(grads)
@@ -207,7 +245,11 @@ def overall_result(
     out = RESULTS.where(continuation_ok, out, RESULTS.continuation_lost)
     out = RESULTS.where(any_max_steps, RESULTS.max_steps_reached, out)
     any_nonfinite = any_nonfinite | ~jnp.all(noise_finite)
-    return RESULTS.where(any_nonfinite, RESULTS.nonfinite, out)
+    out = RESULTS.where(any_nonfinite, RESULTS.nonfinite, out)
+    # A circle measured to lie beyond the analytic disc explains every other
+    # failure (solves that wander off, diverge or never settle): say so, with the
+    # advice about β, rather than suggest more solver steps.
+    return RESULTS.where(circle_lost, RESULTS.continuation_lost, out)
 
 
 def make_info(
@@ -219,6 +261,7 @@ def make_info(
     radius_ratio=None,
     continuation_ok=True,
     noise_finite=True,
+    circle_lost=False,
 ) -> Info:
     """Assemble `Info` from equilibria shaped `(batch,)` or `(batch, points)`."""
 
@@ -241,5 +284,5 @@ def make_info(
         radius_ratio=jnp.full((batch,), jnp.nan)
         if radius_ratio is None
         else radius_ratio,
-        result=overall_result(sols, grads, continuation_ok, noise_finite),
+        result=overall_result(sols, grads, continuation_ok, noise_finite, circle_lost),
     )

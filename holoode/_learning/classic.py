@@ -1,8 +1,11 @@
 """Classic equilibrium propagation (finite differences in β)."""
 
+import math
+
 import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 
 from .._misc import real_dtype, stop_gradient, tree_dtype
 from .._noise import NeuronNoise
@@ -19,6 +22,12 @@ from .base import (
     solve_points,
     weighted_signal,
 )
+
+
+def _as_bool(value):
+    """NumPy booleans (e.g. from a config array) as Python ones: a NumPy scalar in a
+    module would be traced by `jit` and break the `if` that picks the estimate."""
+    return bool(value) if isinstance(value, np.bool_) else value
 
 
 class ClassicEP(AbstractLearningRule):
@@ -38,13 +47,25 @@ class ClassicEP(AbstractLearningRule):
     """
 
     beta: float = eqx.field(default=0.1, converter=as_beta)
-    symmetric: bool = False
+    symmetric: bool = eqx.field(default=False, converter=_as_bool)
     noise: NeuronNoise | None = None
 
     def __check_init__(self):
-        if concrete(self.beta) == 0:
+        beta = concrete(self.beta)
+        if beta is not None and (beta == 0 or not math.isfinite(beta)):
             raise ValueError(
-                f"ClassicEP(beta=...) needs a non-zero real number, got {self.beta!r}."
+                "ClassicEP(beta=...) needs a finite, non-zero real number, got "
+                f"{beta!r}. Fix: e.g. `ClassicEP(beta=0.1)`."
+            )
+        if not isinstance(self.symmetric, bool):
+            raise ValueError(
+                "ClassicEP(symmetric=...) must be True or False, got "
+                f"{self.symmetric!r}."
+            )
+        if self.noise is not None and not isinstance(self.noise, NeuronNoise):
+            raise ValueError(
+                "ClassicEP(noise=...) must be a `holoode.NeuronNoise` or None, got "
+                f"{type(self.noise).__name__}."
             )
 
     def estimate(self, model, x, y, *, cost, solver, key):

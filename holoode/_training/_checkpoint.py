@@ -13,7 +13,7 @@ import jax.random as jr
 import jax.tree_util as jtu
 
 
-FORMAT = "holoode-checkpoint-1"
+FORMAT = "holoode-checkpoint-2"
 FILENAME = "checkpoint.eqx"
 
 
@@ -47,14 +47,31 @@ def save(path, *, model, opt_state, key, position: dict, config) -> None:
         "payload_bytes": len(payload),
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
     }
+    header["header_sha256"] = _header_digest(header)
     path = pathlib.Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(json.dumps(header).encode() + b"\n")
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(json.dumps(header).encode() + b"\n")
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(
+            e.errno,
+            f"Cannot write the checkpoint {str(path)!r}: {e.strerror or e}. Free disk "
+            "space or make the run directory writable, then resume with --resume "
+            "(the previous checkpoint, if any, is intact).",
+        ) from e
+
+
+def _header_digest(header: dict) -> str:
+    """SHA-256 of the header's fields (all but the digest itself), so that a change
+    to the step counter or the data position is caught like one in the arrays."""
+    fields = {k: v for k, v in header.items() if k != "header_sha256"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def _differences(saved: dict, config) -> list[str]:
@@ -85,10 +102,22 @@ def load(path, *, model, opt_state, key, config):
         header = json.loads(raw[:newline]) if newline > 0 else None
     except (json.JSONDecodeError, UnicodeDecodeError):
         header = None
+    if isinstance(header, dict) and header.get("format") == "holoode-checkpoint-1":
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} was written by an earlier version of holoode "
+            "whose header carries no checksum, so it cannot be verified. Resume it "
+            "with that version, or delete it to start afresh."
+        )
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(
             f"Checkpoint {str(path)!r} is corrupted or not a holoode checkpoint (its "
             "header cannot be read). Delete it to start afresh."
+        )
+    if header.get("header_sha256") != _header_digest(header):
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} is corrupted: its header (step counter, data "
+            "position, configuration) does not match its checksum. Delete it to "
+            "start afresh."
         )
     payload = raw[newline + 1 :]
     if (

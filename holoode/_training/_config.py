@@ -63,7 +63,12 @@ class TrainConfig:
       more exact gradient, with a weaker signal under noise; such steps are
       counted in the metrics as `reduced_beta_steps`.
     - `num_devices`: data-parallel over the first this many local devices
-      (`None`: all of them).
+      (`None`: all of them; with several processes, of each process).
+    - `distributed`: run as one of several processes sharing one global batch
+      (`jax.distributed.initialize`, its cluster auto-detection for the unset
+      values of `coordinator` ("HOST:PORT" of process 0), `num_processes` and
+      `process_id`; giving any of these implies `distributed`). See "Training on
+      several machines" in the documentation.
     """
 
     preset: str = "digits-mlp"
@@ -105,12 +110,23 @@ class TrainConfig:
     max_consecutive_skips: int = 20
     beta_backoff: int = 1
     num_devices: int | None = None
+    distributed: bool = False
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
 
     def __post_init__(self):
         _check(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as a dict (what `config.json` holds), without the fields of
+        the other model kind (an MLP has no `channels`)."""
+        out = dataclasses.asdict(self)
+        for kind, names in _MODEL_FIELDS.items():
+            if kind != self.model:
+                for name in names:
+                    out.pop(name, None)
+        return out
 
     def fingerprint(self) -> str:
         """A hash of the fields that determine the trajectory of the parameters
@@ -122,6 +138,12 @@ class TrainConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# How this process joins a multi-process run: not part of the run itself.
+LAUNCH = ("distributed", "coordinator", "num_processes", "process_id")
+
+# The fields that only one model kind uses.
+_MODEL_FIELDS = {"mlp": ("hidden",), "vgg": ("channels", "padding")}
+
 _BOOKKEEPING = (
     "preset",
     "data_dir",
@@ -131,6 +153,7 @@ _BOOKKEEPING = (
     "run_dir",
     "max_consecutive_skips",
     "num_devices",
+    *LAUNCH,
 )
 
 
@@ -256,7 +279,27 @@ def _unknown(keys, where: str) -> None:
 
 
 def _coerce(name: str, value):
-    """Bring a value from a file or the command line to the field's type."""
+    """Bring a value from a file or the command line to the field's type; a value
+    that does not convert raises `ValueError` naming the field."""
+    try:
+        return _convert(name, value)
+    except (TypeError, ValueError):
+        kind = _fields()[name].type
+        kind = kind.__name__ if isinstance(kind, type) else str(kind)
+        raise ValueError(
+            f"{name} = {value!r} is not a valid value for this field (type {kind}); "
+            f"e.g. `--set {name}={_example(name)}`."
+        ) from None
+
+
+def _example(name: str) -> str:
+    default = _fields()[name].default
+    if isinstance(default, tuple):
+        return ",".join(map(str, default))
+    return str(default).lower() if isinstance(default, bool) else str(default)
+
+
+def _convert(name: str, value):
     default = _fields()[name].default
     if value is None or isinstance(value, bool):
         return value
@@ -272,10 +315,14 @@ def _coerce(name: str, value):
         cast = float if name == "layer_learning_rates" else int
         return tuple(cast(v) for v in value)
     if isinstance(value, str) and isinstance(default, bool):
+        if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(value)
         return value.lower() in ("1", "true", "yes", "on")
     if isinstance(default, float) or name in ("learning_rate",):
         return float(value)
     if isinstance(default, int) or name in ("steps_per_epoch", "num_devices"):
+        return int(value)
+    if name in ("num_processes", "process_id"):
         return int(value)
     return value
 
@@ -329,7 +376,12 @@ def load_config(path) -> TrainConfig:
             import tomli as tomllib
 
         with path.open("rb") as f:
-            data = tomllib.load(f)
+            try:
+                data = tomllib.load(f)
+            except tomllib.TOMLDecodeError as e:
+                raise ValueError(
+                    f"Config file {str(path)!r} is not valid TOML: {e}."
+                ) from None
     elif path.suffix in (".yaml", ".yml"):
         try:
             import yaml
@@ -338,7 +390,12 @@ def load_config(path) -> TrainConfig:
                 f"Reading {path} needs PyYAML: `pip install pyyaml`, or write the "
                 "config as TOML."
             ) from None
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(
+                f"Config file {str(path)!r} is not valid YAML: {e}"
+            ) from None
     else:
         raise ValueError(f"Config file {str(path)!r}: use a .toml, .yaml or .yml file.")
     if not isinstance(data, dict):

@@ -9,12 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.random as jr
-import numpy as np
 
 from .. import data as hdata
-from . import _build, _checkpoint, _step
-from ._config import resolve, TrainConfig
+from . import _build, _checkpoint, _sharding, _step
+from ._config import LAUNCH, resolve, TrainConfig
 from ._faults import diagnose, TrainingStopped
 from ._metrics import MetricsLog, Progress
 from ._sharding import DataParallel
@@ -30,8 +30,8 @@ class TrainResult:
     taken, skipped ones included), `skipped_steps` and `skip_reasons` (counts by
     `holoode.RESULTS` name), `seconds` (wall time of this call), `history` (the
     metrics records), `run_dir`, `finished` (`False` if stopped by
-    `stop_after_steps`). Indexing by field name (`result["test_accuracy"]`) works
-    too.
+    `stop_after_steps` or, in a multi-process run, by a preemption notice).
+    Indexing by field name (`result["test_accuracy"]`) works too.
     """
 
     config: TrainConfig
@@ -60,7 +60,9 @@ def _sources(config: TrainConfig):
 
 
 def evaluate(evaluate_fn, model, loader, dp: DataParallel) -> dict[str, float]:
-    """Test metrics over a whole split (padded last batch masked out)."""
+    """Test metrics over a whole split (padded last batch masked out). The
+    compiled evaluation sums over the global batch, so each per-batch sum is
+    already reduced over every device and process."""
     sums: dict[str, float] = {}
     for batch in loader.epoch(0):
         out = evaluate_fn(model, *dp.shard(batch.x, batch.y, batch.mask))
@@ -72,6 +74,7 @@ def evaluate(evaluate_fn, model, loader, dp: DataParallel) -> dict[str, float]:
         "test_accuracy": sums["top1"] / n,
         "test_top5": sums["topk"] / n,
         "test_unreached": int(sums["unreached"]),
+        "test_examples": int(sums["count"]),
     }
 
 
@@ -106,6 +109,15 @@ def train(
     at the end, and on `KeyboardInterrupt`). `resume=True` continues from it; the
     result is bit-for-bit the result of an uninterrupted run on the same devices.
 
+    Several processes (one per host) train one model on one global batch of
+    `batch_size` with `distributed=True` (see `TrainConfig` and "Training on
+    several machines" in the documentation): each reads only its slice of every
+    batch, all run the same compiled step, and only process 0 writes the run
+    directory. The parameters do not depend on the number of processes (up to
+    float32 rounding of the reductions), and a checkpoint resumes with any number
+    of them. An exception on one process only ends that process at once, so that
+    the others stop instead of waiting for it; `callback` runs on every process.
+
     **Arguments:**
 
     - `config`: a `holoode.TrainConfig`, a preset name (`holoode.PRESETS`) or
@@ -125,153 +137,191 @@ def train(
     """
     start = time.perf_counter()
     config = resolve(config, **overrides)
-    train_src, test_src = _sources(config) if sources is None else sources
-    dp = DataParallel(config.num_devices)
-    dp.check_batch_size("batch_size", config.batch_size)
-    eval_bs = -(-min(config.eval_batch_size, len(test_src)) // dp.size) * dp.size
-    loader = hdata.Loader(
-        train_src, config.batch_size, seed=config.seed, augment=config.augment
-    )
-    eval_loader = hdata.Loader(test_src, eval_bs, shuffle=False, drop_remainder=False)
-    per_epoch = _build.steps_per_epoch(config, len(loader))
-    total = config.epochs * per_epoch
-    plan, step_fn, evaluate_fn = _step.plan(config, train_src.num_classes, total)
+    _sharding.initialize(config)
+    if jax.process_count() > 1:
+        # Process 0's configuration is the run's (only it needs to see a config
+        # file or run directory); each process keeps how it joined the run.
+        shared = _sharding.on_first(
+            lambda: {k: v for k, v in config.to_dict().items() if k not in LAUNCH}
+        )
+        config = resolve(config, **shared)
+    with _sharding.stop_all_on_error():
+        train_src, test_src = _sources(config) if sources is None else sources
+        dp = DataParallel(config.num_devices)
+        dp.check_batch_size("batch_size", config.batch_size)
+        eval_bs = -(-min(config.eval_batch_size, len(test_src)) // dp.size) * dp.size
+        shard = (dp.index, dp.count)
+        loader = hdata.Loader(train_src, config.batch_size, seed=config.seed,
+                              augment=config.augment, shard=shard)  # fmt: skip
+        eval_loader = hdata.Loader(
+            test_src, eval_bs, shuffle=False, drop_remainder=False, shard=shard
+        )
+        per_epoch = _build.steps_per_epoch(config, len(loader))
+        total = config.epochs * per_epoch
+        plan, step_fn, evaluate_fn = _step.plan(config, train_src.num_classes, total)
 
-    model_key, key = jr.split(jr.key(config.seed))
-    model = _build.make_model(
-        config, train_src.image_shape, train_src.num_classes, model_key
-    )
-    opt_state = plan.optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-    scales = _build.layer_scales(config, model)
-    rule = _build.make_rule(config)
-    pos = {"epoch": 0, "batch": 0, "step": 0, "skips": {}, "consecutive": 0,
-           "loss_sum": 0.0, "loss_count": 0}  # fmt: skip
+        model_key, key = jr.split(jr.key(config.seed))
+        model = _build.make_model(
+            config, train_src.image_shape, train_src.num_classes, model_key
+        )
+        opt_state = plan.optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+        scales = _build.layer_scales(config, model)
+        rule = _build.make_rule(config)
     run_dir = None if config.run_dir is None else pathlib.Path(config.run_dir)
     ckpt = None if run_dir is None else run_dir / _checkpoint.FILENAME
-    if resume:
-        if ckpt is None:
-            raise ValueError(
-                "train(resume=True) needs run_dir=... (the run to resume)."
+    opened = {}
+
+    def open_run():
+        """On process 0: check the run directory, read the checkpoint, write the
+        config; returns the data position and the metrics so far."""
+        pos = {"epoch": 0, "batch": 0, "step": 0, "skips": {}, "consecutive": 0,
+               "loss_sum": 0.0, "loss_count": 0}  # fmt: skip
+        if resume:
+            if ckpt is None:
+                raise ValueError(
+                    "train(resume=True) needs run_dir=... (the run to resume)."
+                )
+            opened["state"] = _checkpoint.load(
+                ckpt, model=model, opt_state=opt_state, key=key, config=config
             )
-        model, opt_state, key, pos = _checkpoint.load(
-            ckpt, model=model, opt_state=opt_state, key=key, config=config
+            pos = opened["state"][3]
+        elif ckpt is not None and ckpt.exists():
+            raise ValueError(
+                f"{str(run_dir)!r} already holds a checkpoint: pass --resume "
+                "(resume=True) to continue that run, or choose another --run-dir."
+            )
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            saved = {k: v for k, v in config.to_dict().items() if k not in LAUNCH}
+            (run_dir / "config.json").write_text(json.dumps(saved, indent=2))
+        opened["metrics"] = MetricsLog(
+            run_dir,
+            resume_step=pos["step"] if resume else None,
+            resume_epoch=pos["epoch"] if resume else None,
         )
-    elif ckpt is not None and ckpt.exists():
-        raise ValueError(
-            f"{str(run_dir)!r} already holds a checkpoint: pass --resume "
-            "(resume=True) to continue that run, or choose another --run-dir."
+        return {"position": pos, "records": opened["metrics"].records}
+
+    errors = (_checkpoint.CheckpointError, ValueError, OSError)
+    with _sharding.stop_all_on_error(agreed=errors):
+        reply = _sharding.on_first(open_run, errors)
+    pos = reply["position"]
+    metrics = opened.get("metrics") or MetricsLog(None)
+    metrics.records = reply["records"]
+    if resume:
+        model, opt_state, key = dp.from_first(
+            opened["state"][:3] if "state" in opened else (model, opt_state, key)
         )
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    metrics = MetricsLog(
-        run_dir,
-        resume_step=pos["step"] if resume else None,
-        resume_epoch=pos["epoch"] if resume else None,
-    )
     model, opt_state, key, scales, rule = dp.replicate(
         (model, opt_state, key, scales, rule)
     )
+    # Wall time of the training loop, continued across resumptions.
+    seconds_before, t0 = float(pos.get("seconds", 0.0)), time.perf_counter()
+
+    def elapsed():
+        return seconds_before + time.perf_counter() - t0
 
     def save():
-        if ckpt is not None:
-            _checkpoint.save(ckpt, model=model, opt_state=opt_state, key=key,
-                             position=pos, config=config)  # fmt: skip
+        if ckpt is not None and dp.is_first:
+            pos["seconds"] = elapsed()
+            m, o, k = dp.local((model, opt_state, key))
+            _checkpoint.save(ckpt, model=m, opt_state=o, key=k, position=pos,
+                             config=config)  # fmt: skip
 
+    if not dp.is_first:  # one process reports
+        progress, log = False, (lambda s: None)
     bar = Progress(total, pos["step"], progress, f"{config.preset} {config.rule}")
     say = log if log is not None else (bar.write if progress else (lambda s: None))
     last = {"test_accuracy": math.nan, "test_top5": math.nan, "test_loss": math.nan}
     for record in metrics.records:
         last.update({k: record[k] for k in last if k in record})
     shown = None if math.isnan(last["test_accuracy"]) else last["test_accuracy"]
-    t0, finished = time.perf_counter(), True
-    try:
-        while pos["epoch"] < config.epochs:
-            epoch = pos["epoch"]
-            for batch in loader.epoch(epoch, start=pos["batch"]):
-                if pos["batch"] >= per_epoch:
-                    break
-                if stop_after_steps is not None and pos["step"] >= stop_after_steps:
-                    finished = False
-                    break
-                if not np.all(np.isfinite(batch.x)):
-                    raise ValueError(
-                        f"{config.dataset}: batch {pos['batch']} of epoch {epoch} "
-                        "contains NaN or inf; clean the data set."
-                    )
-                x, y = dp.shard(batch.x, batch.y)
-                new = step_fn(rule, model, opt_state, scales, x, y, key)
-                loss, code = float(new[3]), int(new[4])
-                model, opt_state, key = new[:3]
-                if int(new[5]) > 0:
-                    pos["reduced_beta"] = pos.get("reduced_beta", 0) + 1
-                pos["step"] += 1
-                pos["batch"] += 1
-                if code == 0:
-                    pos["loss_sum"] += loss
-                    pos["loss_count"] += 1
-                    pos["consecutive"] = 0
-                else:
-                    reason = _build.REASONS[code]
-                    pos["skips"][reason] = pos["skips"].get(reason, 0) + 1
-                    pos["consecutive"] += 1
-                skipped = sum(pos["skips"].values())
-                running = (
-                    pos["loss_sum"] / pos["loss_count"] if pos["loss_count"] else loss
-                )
-                bar.update(running, shown, skipped)
-                if callback is not None:
-                    callback({"step": pos["step"], "epoch": epoch,
-                              "batch": pos["batch"] - 1, "loss": loss,
-                              "skipped": code != 0})  # fmt: skip
-                if pos["consecutive"] >= config.max_consecutive_skips:
-                    save()
-                    message = diagnose(config, plan, model, x, y, pos["skips"])
-                    metrics.append({"step": pos["step"], "epoch": epoch,
-                                    "stopped": message})  # fmt: skip
-                    raise TrainingStopped(message)
-                if (
-                    config.checkpoint_every
-                    and pos["step"] % config.checkpoint_every == 0
-                ):
-                    save()
-            if not finished:
+    finished = True
+
+    def run_epoch(epoch: int) -> bool:
+        """The remaining steps of `epoch`; `False` if the run stops within it."""
+        nonlocal model, opt_state, key
+        for batch in loader.epoch(epoch, start=pos["batch"]):
+            if pos["batch"] >= per_epoch:
                 break
-            done = epoch + 1
-            record = {"epoch": done, "step": pos["step"],
-                      "train_loss": pos["loss_sum"] / max(pos["loss_count"], 1),
-                      "skipped_steps": sum(pos["skips"].values()),
-                      "skip_reasons": dict(pos["skips"]),
-                      "reduced_beta_steps": pos.get("reduced_beta", 0),
-                      "seconds": time.perf_counter() - t0}  # fmt: skip
-            if done % config.eval_every == 0 or done == config.epochs:
-                last = evaluate(evaluate_fn, model, eval_loader, dp)
-                record.update(last)
-                shown = last["test_accuracy"]
-                say(
-                    f"epoch {done:3d}  train loss {record['train_loss']:.4f}  test "
-                    f"accuracy {100 * shown:.2f}%  top-5 {100 * last['test_top5']:.2f}%"
-                    f"  skipped {record['skipped_steps']}  ({record['seconds']:.0f} s)"
+            if stop_after_steps is not None and pos["step"] >= stop_after_steps:
+                return False
+            x, y = dp.shard(batch.x, batch.y)
+            if not dp.all_finite(batch.x, x):
+                raise ValueError(
+                    f"{config.dataset}: batch {pos['batch']} of epoch {epoch} "
+                    "contains NaN or inf; clean the data set."
                 )
-                for reason, count in pos["skips"].items():
-                    say(f"    skipped {count}×: {reason}")
-                if record["reduced_beta_steps"]:
-                    say(
-                        f"    {record['reduced_beta_steps']} steps in all retried with "
-                        "|β| halved (the circle left the analytic disc; beta_backoff)"
-                    )
-            metrics.append(record)
-            pos.update(epoch=done, batch=0, loss_sum=0.0, loss_count=0)
-            if config.checkpoint_every == 0 and done < config.epochs:
+            new = step_fn(rule, model, opt_state, scales, x, y, key)
+            model, opt_state, key = new[:3]
+            loss, code = float(new[3]), int(new[4])
+            _tally(pos, loss, code, int(new[5]))
+            skipped = sum(pos["skips"].values())
+            running = pos["loss_sum"] / pos["loss_count"] if pos["loss_count"] else loss
+            bar.update(running, shown, skipped)
+            if callback is not None:
+                callback({"step": pos["step"], "epoch": epoch,
+                          "batch": pos["batch"] - 1, "loss": loss,
+                          "skipped": code != 0})  # fmt: skip
+            if pos["consecutive"] >= config.max_consecutive_skips:
                 save()
-        save()
-    except KeyboardInterrupt:
-        save()
-        raise
+                message = diagnose(config, plan, model, x, y, pos["skips"])
+                metrics.append({"step": pos["step"], "epoch": epoch,
+                                "stopped": message})  # fmt: skip
+                raise TrainingStopped(message)
+            if dp.preempted(pos["step"]):
+                save()
+                say(f"preempted at step {pos['step']}: checkpoint written; continue "
+                    "with --resume (resume=True)")  # fmt: skip
+                return False
+            if config.checkpoint_every and pos["step"] % config.checkpoint_every == 0:
+                save()
+        return True
+
+    def end_epoch(done: int) -> None:
+        nonlocal last, shown
+        record = {"epoch": done, "step": pos["step"],
+                  "train_loss": pos["loss_sum"] / max(pos["loss_count"], 1),
+                  "skipped_steps": sum(pos["skips"].values()),
+                  "skip_reasons": dict(pos["skips"]),
+                  "reduced_beta_steps": pos.get("reduced_beta", 0),
+                  "seconds": elapsed()}  # fmt: skip
+        if done % config.eval_every == 0 or done == config.epochs:
+            last = evaluate(evaluate_fn, model, eval_loader, dp)
+            record.update(last)
+            shown = last["test_accuracy"]
+            say(
+                f"epoch {done:3d}  train loss {record['train_loss']:.4f}  test "
+                f"accuracy {100 * shown:.2f}%  top-5 {100 * last['test_top5']:.2f}%"
+                f"  skipped {record['skipped_steps']}  ({record['seconds']:.0f} s)"
+            )
+            for reason, count in pos["skips"].items():
+                say(f"    skipped {count}×: {reason}")
+            if record["reduced_beta_steps"]:
+                say(
+                    f"    {record['reduced_beta_steps']} steps in all retried with "
+                    "|β| halved (the circle left the analytic disc; beta_backoff)"
+                )
+        metrics.append(record)
+        pos.update(epoch=done, batch=0, loss_sum=0.0, loss_count=0)
+        if config.checkpoint_every == 0 and done < config.epochs:
+            save()
+
+    try:
+        with _sharding.stop_all_on_error(agreed=(TrainingStopped,)):
+            try:
+                while pos["epoch"] < config.epochs:
+                    finished = run_epoch(pos["epoch"])
+                    if not finished:
+                        break
+                    end_epoch(pos["epoch"] + 1)
+                save()
+                if finished and math.isnan(last["test_accuracy"]):
+                    last = evaluate(evaluate_fn, model, eval_loader, dp)
+            except KeyboardInterrupt:
+                save()
+                raise
     finally:
         bar.close()
-    if finished and math.isnan(last["test_accuracy"]):
-        last = evaluate(evaluate_fn, model, eval_loader, dp)
     history = metrics.records
     epoch_losses = [r["train_loss"] for r in history if "train_loss" in r]
     return TrainResult(
@@ -289,3 +339,19 @@ def train(
         run_dir=None if run_dir is None else str(run_dir),
         finished=finished,
     )
+
+
+def _tally(pos: dict, loss: float, code: int, halvings: int) -> None:
+    """Count one step in the data position: loss, skip reason, |β| back-off."""
+    if halvings > 0:
+        pos["reduced_beta"] = pos.get("reduced_beta", 0) + 1
+    pos["step"] += 1
+    pos["batch"] += 1
+    if code == 0:
+        pos["loss_sum"] += loss
+        pos["loss_count"] += 1
+        pos["consecutive"] = 0
+    else:
+        reason = _build.REASONS[code]
+        pos["skips"][reason] = pos["skips"].get(reason, 0) + 1
+        pos["consecutive"] += 1

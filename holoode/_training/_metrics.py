@@ -1,9 +1,12 @@
 """Metrics on disk (JSONL, mirrored as CSV) and the live progress line."""
 
 import csv
+import io
 import json
 import math
+import os
 import pathlib
+import sys
 
 
 class MetricsLog:
@@ -28,8 +31,7 @@ class MetricsLog:
             # later step, or the record of an epoch that the checkpoint (taken on
             # that epoch's last step, before its evaluation) had not completed.
             completed = math.inf if resume_epoch is None else resume_epoch
-            for line in self.jsonl.read_text().splitlines():
-                record = json.loads(line)
+            for record in _read_records(self.jsonl):
                 if (
                     record.get("step", 0) <= resume_step
                     and record.get("epoch", 0) <= completed
@@ -41,14 +43,16 @@ class MetricsLog:
         self.records.append(record)
         if self.dir is None:
             return
-        with self.jsonl.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with self.jsonl.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise _write_error(self.jsonl, e) from e
         self._write_csv()
 
     def _rewrite(self) -> None:
-        with self.jsonl.open("w") as f:
-            for record in self.records:
-                f.write(json.dumps(record) + "\n")
+        text = "".join(json.dumps(record) + "\n" for record in self.records)
+        _write_atomic(self.jsonl, text)
         self._write_csv()
 
     def _write_csv(self) -> None:
@@ -56,10 +60,59 @@ class MetricsLog:
         columns: list[str] = []
         for row in rows:
             columns += [k for k in row if k not in columns]
-        with (self.dir / "metrics.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, columns)
-            writer.writeheader()
-            writer.writerows(rows)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        _write_atomic(self.dir / "metrics.csv", buffer.getvalue())
+
+
+def _write_error(path: pathlib.Path, e: OSError) -> OSError:
+    return OSError(
+        e.errno,
+        f"Cannot write {str(path)!r}: {e.strerror or e}. Free disk space or make the "
+        "run directory writable (or choose another --run-dir).",
+    )
+
+
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+    """Write `text` to `path.tmp`, then rename it over `path`: a full disk leaves the
+    old file and no temporary one."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, e) from e
+
+
+def _read_records(path: pathlib.Path) -> list[dict]:
+    """The records of a `metrics.jsonl`. A partial last line (the run was stopped
+    while writing it) is dropped with a note on stderr; a damaged line elsewhere
+    raises `ValueError` naming the file and the line."""
+    lines = path.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                print(
+                    f"holoode: {str(path)!r}: dropped a partial last line ({len(line)} "
+                    "characters; the run was stopped while writing it). The records "
+                    "before it, and the checkpoint, are intact.",
+                    file=sys.stderr,
+                )
+                break
+            raise ValueError(
+                f"{str(path)!r} line {number} is not a JSON record: {line[:80]!r}. "
+                "Fix: repair or delete that line."
+            ) from None
+    return records
 
 
 def _flat(record: dict) -> dict:
@@ -80,7 +133,7 @@ def read_metrics(run_dir) -> list[dict]:
             f"{str(path)!r} does not exist: is {str(run_dir)!r} a run directory "
             "written by `holoode train --run-dir ...`?"
         )
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    return _read_records(path)
 
 
 class Progress:

@@ -161,6 +161,7 @@ def plan(config: TrainConfig, num_classes: int, total_steps: int):
     static = dataclasses.replace(
         config, seed=0, preset="", run_dir=None, data_dir=None, eval_every=1,
         checkpoint_every=0, max_consecutive_skips=1, num_devices=None,
+        distributed=False, coordinator=None, num_processes=None, process_id=None,
         dataset="", augment=False, eval_batch_size=1,
         beta=config.beta if online else 1.0,
         learning_rate=config.learning_rate if online else 1.0,

@@ -1,8 +1,10 @@
-"""Data: the embedded digits, TensorFlow Datasets pipelines, batching."""
+"""Data: the embedded digits, MNIST from the package index, TensorFlow Datasets
+pipelines, batching."""
 
 from ._augment import crop_flip as crop_flip, random_crop_flip as random_crop_flip
 from ._load import DATASETS as DATASETS, load as load
 from ._loader import Batch as Batch, Loader as Loader
+from ._mnist import DataFetchError as DataFetchError, fetch as fetch
 from ._sources import (
     ArraySource as ArraySource,
     from_arrays as from_arrays,

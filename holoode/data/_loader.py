@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._augment import random_crop_flip
+from ._augment import crop_flip
 from ._sources import Source
 
 
@@ -25,6 +25,7 @@ class Batch(NamedTuple):
 
 # Distinct streams for the permutation and the augmentation of each batch.
 _ORDER, _AUGMENT = 0, 1
+_PADDING = 4  # of the random crop
 
 
 class Loader:
@@ -43,6 +44,12 @@ class Loader:
     with `drop_remainder=False` (evaluation) the last batch is zero-padded and
     `mask` marks its real examples, so that every example is seen exactly once.
 
+    With `shard=(i, n)` the loader serves only the `i`-th of `n` equal,
+    contiguous slices of every batch, and reads only those examples: process `i`
+    of a run over `n` processes. The `n` slices put together are exactly the
+    batch that `shard=(0, 1)` serves, augmentation included, so the data a run
+    sees does not depend on the number of processes.
+
     **Arguments:**
 
     - `source`: the data.
@@ -54,6 +61,7 @@ class Loader:
       image, i.e. `source.fill` after normalisation, random crop, random
       horizontal flip).
     - `drop_remainder`: see above.
+    - `shard`: `(i, n)`, see above; `batch_size` must be a multiple of `n`.
     """
 
     def __init__(
@@ -65,6 +73,7 @@ class Loader:
         shuffle: bool = True,
         augment: bool = False,
         drop_remainder: bool = True,
+        shard: tuple[int, int] = (0, 1),
     ):
         if not isinstance(source, Source):
             raise TypeError(
@@ -85,6 +94,13 @@ class Loader:
                 "an epoch has no batch; use a smaller batch_size or "
                 "drop_remainder=False."
             )
+        index, count = (int(v) for v in shard)
+        if not (count >= 1 and 0 <= index < count and batch_size % count == 0):
+            raise ValueError(
+                f"Loader(shard={shard}) needs (i, n) with 0 ≤ i < n and batch_size "
+                f"= {batch_size} a multiple of n."
+            )
+        self.shard = (index, count)
         self.source = source
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -106,7 +122,8 @@ class Loader:
 
     def batch(self, epoch: int, index: int, order: np.ndarray | None = None) -> Batch:
         """Batch `index` of epoch `epoch` (`order` may pass `self.order(epoch)`
-        to save recomputing it)."""
+        to save recomputing it); with `shard=(i, n)`, its `i`-th slice, of
+        `batch_size / n` examples."""
         if not 0 <= index < len(self):
             raise IndexError(
                 f"Batch index {index} out of range: an epoch has {len(self)} batches."
@@ -114,11 +131,25 @@ class Loader:
         if order is None:
             order = self.order(epoch)
         b = self.batch_size
-        indices = order[index * b : (index + 1) * b]
-        x, y = self.source.get(indices)
-        if self.augment:
+        batch = order[index * b : (index + 1) * b]
+        part, count = self.shard
+        b //= count
+        lo, hi = part * b, (part + 1) * b
+        indices = batch[lo:hi]
+        if len(indices):
+            x, y = self.source.get(indices)
+        else:  # a shard wholly in the padding of a short last batch
+            x = np.zeros((0, *self.source.image_shape), np.float32)
+            y = np.zeros(0, np.int32)
+        if self.augment and len(indices):
+            # The draws of `random_crop_flip` for the whole batch, of which this
+            # shard applies its own: the same images whatever the shard count.
             rng = np.random.default_rng([self.seed, _AUGMENT, epoch, index])
-            x = random_crop_flip(x, rng, fill=self.source.fill)
+            offsets = rng.integers(0, 2 * _PADDING + 1, size=(len(batch), 2))
+            flips = rng.random(len(batch)) < 0.5
+            x = crop_flip(
+                x, offsets[lo:hi], flips[lo:hi], padding=_PADDING, fill=self.source.fill
+            )
         real = len(indices)
         mask = np.zeros(b, bool)
         mask[:real] = True
@@ -144,5 +175,5 @@ class Loader:
         return (
             f"Loader({self.source!r}, batch_size={self.batch_size}, seed={self.seed},"
             f" shuffle={self.shuffle}, augment={self.augment}, "
-            f"drop_remainder={self.drop_remainder})"
+            f"drop_remainder={self.drop_remainder}, shard={self.shard})"
         )
