@@ -14,7 +14,7 @@ import pytest
 
 import holoode as ho
 
-from .helpers import data, LinearPole, mlp, reference, rel_error, TIGHT
+from .helpers import data, EXACT, LinearPole, mlp, reference, rel_error, TIGHT
 
 
 class SlowLinear(ho.AbstractEnergyModel):
@@ -187,3 +187,47 @@ def test_numpy_integers_are_accepted_where_integers_are_expected():
     grads, _ = ho.gradient(rule, model, x, y, cost=cost, solver=solver)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
     assert eqx.tree_equal(rule, ho.HolomorphicEP(0.1, 4))
+
+
+class _TanhEnergy(ho.AbstractEnergyModel):
+    """`E = ½|u|² − ½ r·Wr − r·Ux`, `r = tanh u`: gradient descent with step 1
+    cycles on it (the synchronous update of the primitive form does not)."""
+
+    W: jax.Array
+    U: jax.Array
+    V: jax.Array
+
+    def energy(self, u, x):
+        r = jnp.tanh(u)
+        return 0.5 * u @ u - 0.5 * r @ self.W @ r - r @ (self.U @ x)
+
+    def init_state(self, x):
+        return jnp.zeros(self.W.shape[0], x.dtype)
+
+    def readout(self, u, x):
+        return self.V @ jnp.tanh(u)
+
+
+def test_default_fixed_point_step_suits_energy_models_too():
+    k = jr.split(jr.key(0), 4)
+    w = jr.normal(k[0], (6, 6), jnp.float64) / 6**0.5
+    model = _TanhEnergy(
+        0.5 * (w + w.T),
+        jr.normal(k[1], (6, 3), jnp.float64),
+        jr.normal(k[2], (2, 6), jnp.float64),
+    )
+    x = jr.uniform(k[3], (4, 3), jnp.float64)
+    y = jnp.array([0, 1, 1, 0])
+    cost = ho.CrossEntropy()
+    grads, info = ho.gradient(
+        ho.ImplicitDifferentiation(),
+        model,
+        x,
+        y,
+        cost=cost,
+        solver=ho.FixedPointIteration(),
+    )
+    assert bool(info.all_reached) and int(info.num_steps.max()) < 1000
+    tight = ho.AndersonAcceleration(rtol=1e-12, atol=1e-12)
+    exact, _ = ho.gradient(EXACT, model, x, y, cost=cost, solver=tight)
+    assert rel_error(grads, exact) < 1e-6

@@ -115,7 +115,7 @@ def test_rules_by_name():
     solver, _ = _build.make_solvers(ho.TrainConfig(rule="continuous"))
     assert isinstance(solver, ho.SteadyStateODE)
     solver, _ = _build.make_solvers(ho.TrainConfig())
-    assert isinstance(solver, ho.FixedPointIteration) and solver.max_steps == 1000
+    assert isinstance(solver, ho.AndersonAcceleration) and solver.max_steps == 1000
     with pytest.raises(ValueError, match="no neuron-noise option"):
         ho.TrainConfig(rule="bp", noise_std=0.1)
 

@@ -82,10 +82,12 @@ def make_rule(config: TrainConfig):
 
 
 def make_solvers(config: TrainConfig):
-    """`(rule_solver, eval_solver)`. The default ("auto") is a damped fixed-point
-    iteration, `u ← u + 0.5 (σ(∂Φ/∂u) − u)` to rtol = atol = 1e-4, which in
-    float32 is both fast and reliable for the layered networks; ContinuousHEP runs
-    the dynamics in time and therefore takes the ODE solver."""
+    """`(rule_solver, eval_solver)`. The default ("auto") is Anderson
+    acceleration to rtol = atol = 1e-4 (a distance to the equilibrium): as
+    training proceeds, plain fixed-point iteration needs more steps than
+    `solver_max_steps` for some examples of a batch (steps would be skipped),
+    Anderson acceleration does not; ContinuousHEP runs the dynamics in time and
+    therefore takes the ODE solver."""
     tol, steps = config.solver_tol, config.solver_max_steps
     fixed = FixedPointIteration(
         step_size=config.solver_step_size, rtol=tol, atol=tol, max_steps=steps
@@ -97,8 +99,9 @@ def make_solvers(config: TrainConfig):
         "ode": SteadyStateODE(rtol=tol, atol=tol, max_steps=max(steps, 4096)),
     }
     if config.solver == "auto":
-        rule_solver = SteadyStateODE() if config.rule == "continuous" else fixed
-        return rule_solver, fixed
+        anderson = named["anderson"]
+        rule_solver = SteadyStateODE() if config.rule == "continuous" else anderson
+        return rule_solver, anderson
     if config.rule == "continuous" and config.solver != "ode":
         raise ValueError(
             "TrainConfig(rule='continuous') integrates the dynamics in time and "

@@ -38,9 +38,10 @@ class TrainConfig:
       example moves the weights by about one SGD step of size `learning_rate`; no
       momentum, weight decay or per-layer rates).
     - `noise_std`: neuron noise σ (`holoode.NeuronNoise`), 0 for none.
-    - `solver`: the equilibrium solver: "auto" (fixed-point iteration, or the
+    - `solver`: the equilibrium solver: "auto" (Anderson acceleration, or the
       ODE for "continuous"), "fixed-point", "anderson", "root-find" or "ode";
-      `solver_step_size`, `solver_tol` (rtol = atol), `solver_max_steps`.
+      `solver_step_size` (fixed-point only), `solver_tol` (rtol = atol),
+      `solver_max_steps`.
     - `epochs`, `batch_size`, `eval_batch_size`, `steps_per_epoch` (`None`: the
       whole training set; an integer caps the batches per epoch).
     - `optimizer`: "sgd" (with `momentum`, PyTorch's convention) or "adam";
