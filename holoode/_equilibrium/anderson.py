@@ -45,9 +45,10 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
 
     Stopping: the step `s_k = g(u_k) − u_k` of a linearly converging iteration
     shrinks like `q^k`, and the distance from `g(u_k)` to the fixed point is
-    `≈ ‖s_k‖ q/(1 − q)`, which exceeds the step by far when `q` is near 1 (the
-    synchronous update of a trained Hopfield network contracts by 0.95–0.99 per
-    step). The rate `q` is measured from the last few steps,
+    `≈ ‖s_k‖ q/(1 − q)`, which exceeds the step by far when `q` is near 1 (as
+    for the synchronous update of a Hopfield network on real images, whose
+    Jacobian has eigenvalues close to ±1). The rate `q` is measured from the
+    last few steps,
     `q = (‖s_k‖/‖s_{k−w}‖)^{1/w}`, and the iteration stops when the estimated
     distance `‖s_k‖ / (1 − q)`, scaled by `atol + rtol |g(u)|`, is below 1, after
     at least two steps. A step already at the level of round-off stops the

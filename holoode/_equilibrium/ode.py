@@ -43,9 +43,9 @@ class SteadyStateODE(AbstractEquilibriumSolver):
     dynamics have damped every mode but the slowest, so `f` points along it and
     decays at its rate `λ`; the distance is then `‖f‖/λ`, with `λ` measured by
     the Rayleigh quotient `|⟨f, J f⟩| / ⟨f, f⟩` (one Jacobian-vector product per
-    step; `λ` is floored at 1e-3). For a trained Hopfield network `λ` is about
-    0.01–0.05, so a test on `‖f‖` alone would stop 20–100× too far from the
-    equilibrium. This finds the equilibrium the physical network would settle
+    step; `λ` is floored at 1e-3). For a network that relaxes slowly (`λ ≪ 1`)
+    a test on `‖f‖` alone would stop `1/λ` times too far from the equilibrium.
+    This finds the equilibrium the physical network would settle
     in, which makes it the most robust choice for the free phase.
 
     Caveat on tolerances: Runge–Kutta methods have exactly the fixed points of `f`,
