@@ -96,10 +96,15 @@ def machine() -> dict:
                     break
     except OSError:
         pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
     return {
         "platform": platform.platform(),
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
+        "load_average_at_start": load,
         "jax_backend": jax.default_backend(),
         "jax_devices": [str(d) for d in jax.devices()],
     }

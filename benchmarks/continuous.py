@@ -852,28 +852,6 @@ def versions():
     }
 
 
-def machine():
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": load,
-    }
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     size = parser.add_mutually_exclusive_group()
@@ -920,6 +898,9 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import machine
+
     info = {"machine": machine(), "versions": versions()}
     pending = make_train_jobs(settings)
     if settings["float64"]:  # the pre-training unlocks the float64 jobs

@@ -27,7 +27,6 @@ Usage:
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -43,10 +42,9 @@ except ImportError:  # run from a checkout without installing
     import holoode
 
 import _yardstick as ys
-import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import result_name, timed
+from _common import machine, result_name, timed, versions
 
 
 def _hep_rows(quick: bool):
@@ -327,11 +325,8 @@ def main(argv=None):
     start = time.perf_counter()
     record = {
         "settings": {"quick": args.quick, "batch": ys.BATCH, "sizes": ys.SIZES},
-        "machine": {
-            "processor": platform.processor() or platform.machine(),
-            "jax": jax.__version__,
-            "devices": [str(d) for d in jax.devices()],
-        },
+        "machine": machine(),
+        "versions": versions(),
         "states": {},
     }
     for state in ("init",) if args.quick else ys.STATES:
