@@ -40,6 +40,7 @@ BENCHMARKS = (
     "stability",
     "depth",
     "core_speed",
+    "saddles",
     "convnet_speed",
     "continuous",
     "training",

@@ -31,6 +31,14 @@ class RESULTS(eqx.Enumeration):
         "estimated safe radius `|β| / info.radius_ratio`), or raise `num_points` "
         "for a sharper estimate of that radius."
     )
+    unstable_equilibrium = (
+        "The free equilibrium found is not stable: the linearised dynamics have a "
+        "growing direction, so the solver converged to a maximum or saddle of the "
+        "energy that the network itself would leave, and EP's gradient formula "
+        "does not apply there. Fix: check that the energy is bounded below "
+        "(couplings not too strong), start from another initial state, or use "
+        "`holoode.SteadyStateODE`, which follows the dynamics to a stable state."
+    )
     period_too_short = (
         "The network does not follow the rotating teaching signal closely: the "
         "error estimate `info.error_estimate` (read off its lag and its drift) "

@@ -20,7 +20,7 @@ import pytest
 import holoode as ho
 from holoode._cli import main
 from holoode._gradient import _raise_on_failure
-from holoode._learning.base import describe
+from holoode._learning.base import describe, solve_free
 from holoode._solution import Info
 from holoode._training import _checkpoint
 from holoode._training._config import resolve
@@ -300,7 +300,7 @@ def test_info_and_rules_print_values():
         str(ho.ClassicEP(0.25, symmetric=True))
         == "ClassicEP(beta=0.25, symmetric=True)"
     )
-    assert describe(ho.HolomorphicEP(0.5, 8)) == "HolomorphicEP(beta=0.5, num_points=8)"
+    assert describe(ho.HolomorphicEP(0.5, 6)) == "HolomorphicEP(beta=0.5, num_points=6)"
     assert "weak_" not in describe(ho.ContinuousHEP(0.1, period=50.0))
 
 
@@ -336,3 +336,103 @@ def test_readme_and_docs_agree_on_the_python_version():
     root = pathlib.Path(__file__).parent.parent
     for name in ("README.md", "docs/index.md"):
         assert "Python ≥ 3.10 (tested with 3.11)" in (root / name).read_text(), name
+
+
+class Quadratic(ho.AbstractEnergyModel):
+    """`E = ½ uᵀ M u − u·(x + b)`: a minimum if `M` is positive definite, else a
+    saddle or a maximum; readout `u`."""
+
+    M: jax.Array
+    b: jax.Array
+
+    def init_state(self, x):
+        return jnp.zeros_like(self.b)
+
+    def energy(self, u, x):
+        return 0.5 * u @ self.M @ u - u @ (x + self.b)
+
+    def readout(self, u, x):
+        return u
+
+
+class Bistable(ho.AbstractPrimitiveModel):
+    """Two tanh units coupled by `w`: `u = 0` is a fixed point, stable for
+    `|w| < 1` and a saddle of the dynamics for `|w| > 1`."""
+
+    w: jax.Array
+
+    def init_state(self, x):
+        return jnp.zeros(2, x.dtype)
+
+    def primitive(self, u, x):
+        return self.w * u[0] * u[1] + u @ x
+
+    def activation(self, a):
+        return jnp.tanh(a)
+
+    def readout(self, u, x):
+        return u
+
+
+def _spectrum(eigenvalues, key):
+    q, _ = jnp.linalg.qr(jr.normal(key, (len(eigenvalues),) * 2, jnp.float64))
+    return q @ jnp.diag(jnp.asarray(eigenvalues, jnp.float64)) @ q.T
+
+
+@pytest.mark.parametrize(
+    "rule", [ho.ImplicitDifferentiation(), ho.HolomorphicEP(0.1, 4), ho.ClassicEP(0.1)],
+    ids=lambda r: type(r).__name__,
+)  # fmt: skip
+@pytest.mark.parametrize("solver", [ho.RootFind(), ho.AndersonAcceleration()])
+def test_a_maximum_of_the_energy_is_refused(rule, solver):
+    # E = −½|u|² − u·x is unbounded below; root finders converge to its maximum.
+    n = 5
+    model = Quadratic(-jnp.eye(n), jnp.zeros(n))
+    x = jr.normal(jr.key(1), (3, n), jnp.float64)
+    y = jnp.zeros((3, n))
+    _, info = ho.gradient(
+        rule, model, x, y, cost=ho.SquaredError(), solver=solver, throw=False
+    )
+    assert info.result == ho.RESULTS.unstable_equilibrium
+    assert not bool(jnp.any(info.reached[:, 0]))
+    with pytest.raises(Exception, match="not stable"):
+        ho.gradient(rule, model, x, y, cost=ho.SquaredError(), solver=solver)
+
+
+@pytest.mark.parametrize("smallest", [-0.5, -0.05, 0.05, 0.5])
+def test_stability_check_agrees_with_the_dense_spectrum(smallest):
+    # A saddle (one negative curvature among curvatures up to 3) is refused; a
+    # minimum is not. The reference is the dense eigendecomposition.
+    n = 12
+    eigenvalues = jnp.concatenate(
+        [jnp.array([smallest]), jnp.linspace(0.3, 3.0, n - 1)]
+    )
+    model = Quadratic(_spectrum(eigenvalues, jr.key(2)), jnp.zeros(n))
+    x = jr.normal(jr.key(3), (2, n), jnp.float64)
+    _, info = ho.gradient(
+        ho.ImplicitDifferentiation(), model, x, jnp.zeros((2, n)),
+        cost=ho.SquaredError(), solver=ho.RootFind(), throw=False,
+    )  # fmt: skip
+    minimum = bool(jnp.linalg.eigvalsh(model.M)[0] > 0)
+    expected = ho.RESULTS.successful if minimum else ho.RESULTS.unstable_equilibrium
+    assert info.result == expected
+
+
+@pytest.mark.parametrize("w", [0.5, 2.0])
+def test_a_saddle_of_the_rate_dynamics_is_left_for_a_stable_state(w):
+    # Anderson converges to u = 0 at once; for |w| > 1 that is a saddle, and the
+    # free phase must continue to one of the two stable states u = ±(s, s),
+    # s = tanh(w s), where the Jacobian's eigenvalues are negative.
+    model = Bistable(jnp.asarray(w, jnp.float64))
+    x, y = jnp.zeros((2, 2)), jnp.zeros((2, 2))
+    free = solve_free(
+        ho.AndersonAcceleration(), model, x, y, ho.SquaredError(), jnp.zeros((2, 2))
+    )
+    assert bool(jnp.all(free.result._value == ho.RESULTS.successful._value))
+    for u in free.value:
+        field = lambda v: model.vector_field(v, x[0], y[0], 0.0, ho.SquaredError())  # noqa: E731
+        assert float(jnp.max(jnp.linalg.eigvals(jax.jacfwd(field)(u)).real)) < 0
+        if w > 1:
+            assert float(jnp.min(jnp.abs(u))) > 0.5
+        else:
+            assert float(jnp.max(jnp.abs(u))) < 1e-8

@@ -18,6 +18,8 @@ def test_train_compare_plot_and_resume(tmp_path, capsys):
     assert main(["train", *TINY, "--run-dir", str(run), "--compare", "bp"]) == 0
     out = capsys.readouterr().out
     assert "test accuracy: bp" in out and "vs hep" in out
+    # The first step's compilation is announced before it starts, and timed.
+    assert out.index("compiling the training step") < out.index("compiled and ran")
     config = json.loads((run / "config.json").read_text())
     assert config["hidden"] == [16] and config["rule"] == "hep"
     with open(run / "metrics.csv") as f:

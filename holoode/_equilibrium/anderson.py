@@ -19,6 +19,17 @@ from .base import AbstractEquilibriumSolver, optimistix_solve
 _RATE_WINDOW = 7
 # Largest convergence rate believed: caps the distance factor 1/(1 − q) at 1000.
 _MAX_RATE = 0.999
+# Anderson mixing that has not halved its step in this many iterations has
+# stalled (on real data it then wanders for thousands of steps without
+# converging); it stops so that the free-phase fallback to the dynamics takes
+# over (see `holoode._learning.base.solve_free`).
+_PATIENCE = 300
+
+
+def _gram_shift(regularisation: float, dtype) -> float:
+    """Tikhonov shift of the normal equations: at least `10 ε` of the dtype, so
+    that the shifted Gram matrix stays invertible in that dtype."""
+    return max(regularisation, 10 * float(eps(dtype)))
 
 
 class FixedPointLoopState(eqx.Module):
@@ -29,6 +40,8 @@ class FixedPointLoopState(eqx.Module):
     damping: Scalar  # plain iteration only: the fraction of each step taken
     smallest: Scalar  # plain iteration only: the smallest step since the last damping
     relative_error: Scalar  # scaled distance to the fixed point (< 1: converged)
+    anchor: Scalar  # Anderson only: the step size at the last halving
+    since: Int[Array, ""]  # Anderson only: iterations since the last halving
 
 
 class FixedPointLoop(optx.AbstractFixedPointSolver):
@@ -39,9 +52,10 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
     `r_i = g_i − u_i` (flattened into vectors), and steps to `g_k − ΔG γ` with
     `γ = argmin ‖r_k − ΔR γ‖₂` over the differences of consecutive residuals
     `ΔR` and values `ΔG` (the unconstrained form of `Σ α_i g_i`, `Σ α_i = 1`),
-    solved by a QR factorisation of the column-scaled `ΔR` with Tikhonov rows
-    `√λ I`. For complex states this is the complex least-squares problem (the
-    coefficients are then complex). Returns the last `g(u)`.
+    solved by the normal equations of the column-scaled `ΔR` with a Tikhonov
+    shift `λ I` (`λ` at least `10 ε` of the dtype). For complex states this is
+    the complex least-squares problem (the coefficients are then complex).
+    Returns the last `g(u)`.
 
     Stopping: the step `s_k = g(u_k) − u_k` of a linearly converging iteration
     shrinks like `q^k`, and the distance from `g(u_k)` to the fixed point is
@@ -73,6 +87,8 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
             damping=jnp.array(1.0, real_dtype(flat.dtype)),
             smallest=jnp.array(jnp.inf, real_dtype(flat.dtype)),
             relative_error=jnp.array(jnp.inf, real_dtype(flat.dtype)),
+            anchor=jnp.array(jnp.inf, real_dtype(flat.dtype)),
+            since=jnp.array(0),
         )
 
     def step(self, fn, y, args, options, state, tags):
@@ -122,6 +138,9 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
         else:
             mixed, ok = self._mix(flat_g, r, values, residuals, state.count)
             count, smallest = state.count + 1, state.smallest
+        progress = step_size < state.anchor / 2
+        anchor = jnp.where(progress, step_size, state.anchor)
+        since = jnp.where(progress, 0, state.since + 1)
         converged = error < 1
         # A degenerate history (non-finite coefficients) falls back to a plain step.
         new_flat = jnp.where(converged | ~ok, flat_g, mixed)
@@ -133,6 +152,8 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
             damping=damping,
             smallest=smallest,
             relative_error=error,
+            anchor=anchor,
+            since=since,
         )
         return unravel(new_flat), new_state, aux
 
@@ -144,22 +165,31 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
         d_r = jnp.where(used[:, None], residuals[:-1] - residuals[1:], 0)
         d_g = jnp.where(used[:, None], values[:-1] - values[1:], 0)
         # Unit columns resolve old, large differences and new, small ones alike;
-        # the Tikhonov rows keep the problem full-rank. Householder QR rather
-        # than normal equations: these square the conditioning, which float32
-        # cannot afford near convergence.
+        # the Tikhonov term keeps the problem full-rank. The (memory − 1)-square
+        # normal equations, not a QR factorisation of the n × (memory − 1)
+        # matrix: batched QR is the most expensive part of a step on CPU (ten
+        # times the field of a 522-unit network for complex states), while the
+        # Gram matrix is two matrix products. Squaring the conditioning is
+        # harmless here: directions the regularisation suppresses are the ones
+        # it would lose.
         norms = jnp.sqrt(jnp.sum(jnp.abs(d_r) ** 2, axis=1))
         norms = jnp.where(norms > 0, norms, 1)
-        shift = jnp.sqrt(self.regularisation) * jnp.eye(self.memory - 1)
-        a = jnp.concatenate([(d_r / norms[:, None]).T, shift.astype(r.dtype)])
-        b = jnp.concatenate([r, jnp.zeros(self.memory - 1, r.dtype)])
-        q, upper = jnp.linalg.qr(a)
-        gamma = jax.scipy.linalg.solve_triangular(upper, jnp.conj(q).T @ b)
+        a = d_r / norms[:, None]
+        gram = jnp.conj(a) @ a.T
+        shift = _gram_shift(self.regularisation, r.dtype) * jnp.eye(self.memory - 1)
+        gamma = jnp.linalg.solve(gram + shift.astype(gram.dtype), jnp.conj(a) @ r)
         gamma = jnp.where(used, gamma / norms, 0)
         return g - gamma @ d_g, jnp.all(jnp.isfinite(gamma))
 
     def terminate(self, fn, y, args, options, state, tags):
         del fn, y, args, options, tags
-        return state.relative_error < 1, optx.RESULTS.successful
+        converged = state.relative_error < 1
+        if self.memory == 1:
+            return converged, optx.RESULTS.successful
+        stalled = ~converged & (state.since >= _PATIENCE)
+        return converged | stalled, optx.RESULTS.where(
+            stalled, optx.RESULTS.nonlinear_divergence, optx.RESULTS.successful
+        )
 
     def postprocess(self, fn, y, aux, args, options, state, tags, result):
         del fn, args, options, state, tags, result
@@ -179,8 +209,8 @@ class AndersonAcceleration(AbstractEquilibriumSolver):
 
     solved in the unconstrained form `u_{k+1} = g_k − ΔG γ`,
     `γ = argmin ‖r_k − ΔR γ‖₂` over differences of consecutive values and
-    residuals, by a Householder QR factorisation of the column-scaled `ΔR` with
-    Tikhonov rows `√λ I`. Near the equilibrium this is a GMRES-like Krylov method
+    residuals, by the normal equations of the column-scaled `ΔR` with a Tikhonov
+    shift `λ I`. Near the equilibrium this is a GMRES-like Krylov method
     on the linearised map. Each iteration costs one evaluation of `f` plus
     `O(m² n)` work on the flattened state (`n` entries). Real and complex states
     are handled alike: for complex states the least-squares problem uses
@@ -192,6 +222,11 @@ class AndersonAcceleration(AbstractEquilibriumSolver):
     and the convergence rate `q` measured over the last few steps (the criterion of
     `holoode.FixedPointIteration`), and returns `g(u)`. So `rtol`/`atol` bound the
     error of the equilibrium itself, and gradient errors follow the tolerance.
+    An iteration whose step has not halved in 300 iterations has stalled and
+    stops early (result `max_steps_reached`); for the free phase of every rule
+    the dynamics then take over (`holoode.SteadyStateODE` from the initial
+    state, refined by this solver), as they do where this solver converged to a
+    saddle of the energy.
 
     When it pays: the fewer iterations must outweigh the extra work per
     iteration; the gain grows as plain iteration contracts more slowly and as the

@@ -28,7 +28,7 @@ class AbstractEquilibriumSolver(eqx.Module):
     real or complex; the field is holomorphic in it.
 
     `rtol`/`atol` of `None` mean: the default for the state's dtype (1e-10 for
-    64-bit, 1e-5 for 32-bit), so that float64 gradients are limited by a tight
+    64-bit, 1e-6 for 32-bit), so that float64 gradients are limited by a tight
     tolerance rather than by loose defaults.
     """
 

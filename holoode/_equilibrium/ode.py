@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
-from .._misc import as_int, tree_rms
+from .._misc import as_int, tree_rms, tree_vdot
 from .base import AbstractEquilibriumSolver, complex_checked, finish, real_view
 
 
@@ -24,9 +24,8 @@ def _near_equilibrium(rtol, atol):
         del kwargs
         field = lambda v: solver.func(terms, t, v, args)  # noqa: E731
         f, jf = jax.jvp(field, (y,), (field(y),))
-        leaves = list(zip(jtu.tree_leaves(f), jtu.tree_leaves(jf)))
-        ff = sum(jnp.real(jnp.vdot(a, a)) for a, _ in leaves)
-        fjf = sum(jnp.vdot(a, b) for a, b in leaves)
+        ff = jnp.real(tree_vdot(f, f))
+        fjf = tree_vdot(f, jf)
         rate = jnp.abs(fjf) / jnp.where(ff > 0, ff, 1)
         rate = jnp.clip(jnp.nan_to_num(rate, nan=_MIN_RATE), _MIN_RATE, 1.0)
         return tree_rms(f) / rate < atol + rtol * tree_rms(y)

@@ -12,7 +12,8 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from .._costs import AbstractCost
 from .._equilibrium import AbstractEquilibriumSolver, SteadyStateODE
-from .._misc import tree_astype, tree_dtype, tree_isfinite
+from .._equilibrium.stable import unstable_direction
+from .._misc import tree_astype, tree_dtype, tree_isfinite, tree_norm, tree_vdot
 from .._model import AbstractEquilibriumModel, holomorphic_grad
 from .._solution import Equilibrium, Info, RESULTS
 
@@ -133,6 +134,94 @@ def solve_batch(
     return jax.vmap(one)(x, y, u0)
 
 
+def solve_free(
+    solver: AbstractEquilibriumSolver,
+    model: AbstractEquilibriumModel,
+    x: Array,
+    y: Array,
+    cost: AbstractCost,
+    u0: PyTree,
+) -> Equilibrium:
+    """Free equilibria (β = 0) of a batch, each a *stable* equilibrium.
+
+    Root finders and Anderson acceleration converge to any zero of the vector
+    field, and can stall; on real data (the paper's MNIST network, see
+    `benchmarks/saddles.py`) Anderson settles on a saddle the network's dynamics
+    would leave for some images, and stalls for others. Each solution is checked
+    (`holoode._equilibrium.stable`). Where one is proved unstable, the dynamics
+    (`SteadyStateODE`) are run from it, pushed a little along its unstable
+    direction (the side facing the initial state); where the solver stopped at
+    `max_steps`, they are run from the initial state. The state they reach is
+    refined by `solver`. A state still unstable after that, or a saddle the
+    dynamics could not leave for a stable state (they diverge where the energy
+    is unbounded below), gets `RESULTS.unstable_equilibrium`; a stalled solve
+    that still does not converge keeps its code. The fallback runs only when
+    some example needs it (under a `vmap` of the whole call it always runs), on
+    the whole batch; `num_steps` counts the steps of all three solves.
+    """
+    free = solve_batch(solver, model, x, y, cost, 0.0, u0)
+
+    def check(sol: Equilibrium, x_b):
+        unstable, direction = unstable_direction(model, sol.value, x_b)
+        return unstable & (sol.result == RESULTS.successful), direction
+
+    unstable, direction = jax.vmap(check)(free, x)
+    stalled = free.result == RESULTS.max_steps_reached
+    redo = unstable | stalled
+
+    def fallback(free):
+        def start(u, d, u_init, bad, stuck):
+            scale = 0.01 * jnp.maximum(tree_norm(u), 1.0)
+            side = jnp.sign(tree_vdot(d, jtu.tree_map(jnp.subtract, u_init, u)))
+            side = jnp.where(side == 0, 1.0, side)
+            return jtu.tree_map(
+                lambda a, b, c: jnp.where(
+                    stuck, c, jnp.where(bad, a + side * scale * b, a)
+                ),
+                u,
+                d,
+                u_init,
+            )
+
+        starts = jax.vmap(start)(free.value, direction, u0, unstable, stalled)
+        # The dynamics only have to reach the stable state's basin: `solver`
+        # refines.
+        ode = SteadyStateODE(rtol=1e-5, atol=1e-5)
+        relaxed = solve_batch(ode, model, x, y, cost, 0.0, starts)
+        refined = solve_batch(solver, model, x, y, cost, 0.0, relaxed.value)
+        still, _ = jax.vmap(check)(refined, x)
+        # A saddle the dynamics could not leave for a stable state keeps its
+        # (finite) state, marked unstable below.
+        lost = unstable & (refined.result != RESULTS.successful)
+        refined = eqx.tree_at(
+            lambda s: s.num_steps,
+            refined,
+            free.num_steps + relaxed.num_steps + refined.num_steps,
+        )
+        merged = jtu.tree_map(
+            lambda a, b: jnp.where(_rows(redo & ~lost, a), a, b).astype(b.dtype),
+            refined,
+            free,
+        )
+        return merged, still | lost
+
+    free, still = jax.lax.cond(
+        jnp.any(redo), fallback, lambda f: (f, jnp.zeros_like(redo)), free
+    )
+
+    def mark(bad, result):
+        return RESULTS.where(bad, RESULTS.unstable_equilibrium, result)
+
+    return eqx.tree_at(
+        lambda s: s.result, free, jax.vmap(mark)(still & redo, free.result)
+    )
+
+
+def _rows(mask, a):
+    """`mask` (batch,) broadcast against `a` (batch, ...)."""
+    return mask.reshape(mask.shape + (1,) * (a.ndim - 1))
+
+
 def solve_points(
     solver: AbstractEquilibriumSolver,
     model: AbstractEquilibriumModel,
@@ -243,13 +332,18 @@ def overall_result(
     )
     out = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite_gradient)
     out = RESULTS.where(continuation_ok, out, RESULTS.continuation_lost)
+    any_unstable = jnp.any(
+        jnp.array([jnp.any(s.result == RESULTS.unstable_equilibrium) for s in sols])
+    )
     out = RESULTS.where(any_max_steps, RESULTS.max_steps_reached, out)
     any_nonfinite = any_nonfinite | ~jnp.all(noise_finite)
     out = RESULTS.where(any_nonfinite, RESULTS.nonfinite, out)
     # A circle measured to lie beyond the analytic disc explains every other
     # failure (solves that wander off, diverge or never settle): say so, with the
     # advice about β, rather than suggest more solver steps.
-    return RESULTS.where(circle_lost, RESULTS.continuation_lost, out)
+    out = RESULTS.where(circle_lost, RESULTS.continuation_lost, out)
+    # An unstable free state makes everything computed from it meaningless.
+    return RESULTS.where(any_unstable, RESULTS.unstable_equilibrium, out)
 
 
 def make_info(

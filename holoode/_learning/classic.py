@@ -18,7 +18,7 @@ from .base import (
     initial_states,
     make_info,
     parameters,
-    solve_batch,
+    solve_free,
     solve_points,
     weighted_signal,
 )
@@ -72,9 +72,7 @@ class ClassicEP(AbstractLearningRule):
         model = stop_gradient(model)
         params, _ = parameters(model)
         dtype = real_dtype(tree_dtype(params))
-        free = solve_batch(
-            solver, model, x, y, cost, 0.0, initial_states(model, x, dtype)
-        )
+        free = solve_free(solver, model, x, y, cost, initial_states(model, x, dtype))
         b = self.beta
         if self.symmetric:
             betas = jnp.array([b, -b], dtype)

@@ -13,7 +13,7 @@ from .base import (
     initial_states,
     make_info,
     parameters,
-    solve_batch,
+    solve_free,
 )
 
 
@@ -41,8 +41,8 @@ class ImplicitDifferentiation(AbstractLearningRule):
         params, static = parameters(model)
         dtype = real_dtype(tree_dtype(params))
         model_ng = stop_gradient(model)
-        free = solve_batch(
-            solver, model_ng, x, y, cost, 0.0, initial_states(model_ng, x, dtype)
+        free = solve_free(
+            solver, model_ng, x, y, cost, initial_states(model_ng, x, dtype)
         )
         free = stop_gradient(free)
         tol = default_tolerance(dtype)

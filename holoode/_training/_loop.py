@@ -237,9 +237,11 @@ def train(
     shown = None if math.isnan(last["test_accuracy"]) else last["test_accuracy"]
     finished = True
 
+    compiled = False
+
     def run_epoch(epoch: int) -> bool:
         """The remaining steps of `epoch`; `False` if the run stops within it."""
-        nonlocal model, opt_state, key
+        nonlocal model, opt_state, key, compiled
         for batch in loader.epoch(epoch, start=pos["batch"]):
             if pos["batch"] >= per_epoch:
                 break
@@ -251,9 +253,17 @@ def train(
                     f"{config.dataset}: batch {pos['batch']} of epoch {epoch} "
                     "contains NaN or inf; clean the data set."
                 )
+            if not compiled:
+                say("compiling the training step (once per run; the first step "
+                    "waits for it) ...")  # fmt: skip
+                start = time.perf_counter()
             new = step_fn(rule, model, opt_state, scales, x, y, key)
             model, opt_state, key = new[:3]
             loss, code = float(new[3]), int(new[4])
+            if not compiled:
+                compiled = True
+                say(f"compiled and ran the first step in "
+                    f"{time.perf_counter() - start:.1f} s")  # fmt: skip
             _tally(pos, loss, code, int(new[5]))
             skipped = sum(pos["skips"].values())
             running = pos["loss_sum"] / pos["loss_count"] if pos["loss_count"] else loss
