@@ -23,6 +23,7 @@ Usage:
     python benchmarks/core_speed.py            # both states (about 15 min on 2 cores)
     python benchmarks/core_speed.py --quick    # initial state, fewer rows
     python benchmarks/core_speed.py --out DIR  # where core_speed.json/.png/.md go
+    python benchmarks/core_speed.py --replot   # table and plot again from the JSON
 """
 
 import argparse
@@ -177,6 +178,7 @@ def measure_exactness(model, x, y, reference, quick: bool):
 def targets(record) -> list[tuple[str, bool, str]]:
     """The targets of this benchmark, each with met / not met and the evidence."""
     out = []
+    first = next(iter(record["states"]))
     for state, data in record["states"].items():
         rows = {r["method"]: r for r in data["speed"]}
         paper = rows["paper hEP |β|=0.4 N=10"]
@@ -215,13 +217,16 @@ def targets(record) -> list[tuple[str, bool, str]]:
                 f"{best['rel_error']:.2e} (paper {paper['rel_error']:.2e})",
             )
         )
-        out.append(
-            (
-                f"[{state}] compile of the default gradient ≤ 10 s",
-                default["compile_s"] <= 10,
-                f"{default['compile_s']:.1f} s",
+        if state == first:
+            # Later states reuse the programs compiled for the first one (same
+            # shapes, same model structure): their "compile" is a cache hit.
+            out.append(
+                (
+                    f"[{state}] compile of the default gradient ≤ 10 s",
+                    default["compile_s"] <= 10,
+                    f"{default['compile_s']:.1f} s",
+                )
             )
-        )
         dishonest = [r for r in data["exactness"] if not r["honest"]]
         out.append(
             (
@@ -241,6 +246,7 @@ def targets(record) -> list[tuple[str, bool, str]]:
 
 def table(record) -> str:
     lines = []
+    first = next(iter(record["states"]))
     for state, data in record["states"].items():
         lines += [
             f"### {state}",
@@ -254,17 +260,20 @@ def table(record) -> str:
         )
         for r in data["speed"]:
             est = r.get("error_estimate")
+            compile_text = f"{r['compile_s']:.1f}" if state == first else "(reused)"
+            fixed = "350" if r["method"].startswith("paper EP") else "200"
+            steps = (
+                f"{r['free_steps_max']} ({r['free_steps_median']:.0f}) | "
+                f"{r['nudged_steps_max']} |"
+                if "free_steps_max" in r
+                else f"{fixed} (fixed) | fixed |"
+            )
             lines.append(
                 f"| {r['method']} | {r['samples_per_s']:.1f} | "
                 f"{r['samples_per_s'] / paper['samples_per_s']:.2f}× | "
-                f"{r['compile_s']:.1f} | {r['rel_error']:.2e} | "
+                f"{compile_text} | {r['rel_error']:.2e} | "
                 f"{'-' if est is None else f'{est:.2e}'} | {r.get('result', '-')} | "
-                + (
-                    f"{r['free_steps_max']} ({r['free_steps_median']:.0f}) | "
-                    f"{r['nudged_steps_max']} |"
-                    if "free_steps_max" in r
-                    else "200 (fixed) | fixed |"
-                )
+                + steps
             )
         lines += [
             "",
@@ -320,8 +329,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="rewrite the table and plot from the JSON in --out, measuring nothing",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        record = json.loads((args.out / "core_speed.json").read_text())
+        record["targets"] = targets(record)
+        (args.out / "core_speed.json").write_text(json.dumps(record, indent=1))
+        (args.out / "core_speed.md").write_text(table(record) + "\n")
+        plot(record, args.out / "core_speed.png")
+        print(table(record))
+        return
     start = time.perf_counter()
     record = {
         "settings": {"quick": args.quick, "batch": ys.BATCH, "sizes": ys.SIZES},

@@ -116,8 +116,9 @@ class HolomorphicEP(AbstractLearningRule):
     - `beta`: the radius `|β| > 0` of the circle (default 0.1).
     - `num_points`: `N ≥ 2` (default 8). The defaults (with the default solver)
       are within 1e-2 of the exact gradient on the paper's MNIST network, at
-      initialisation and after training (`benchmarks/core_speed.py`); N = 4 is
-      about three times less accurate there for slowly relaxing images.
+      initialisation and after training (`benchmarks/core_speed.py`), where
+      N = 4 is not at initialisation: slowly relaxing images have a radius of
+      analyticity close to 0.1.
     - `warm_start`: `"free"` (every point starts from the free equilibrium, all
       points batched) or `"neighbour"` (each point starts from the previous one on
       the circle).
