@@ -12,7 +12,10 @@ the first `--images` MNIST training images (batches of 50):
   whether it flags any stable one (a false alarm);
 - after the library's free phase (`solve_free`: the check, and the dynamics from
   a flagged saddle or a stalled solve, refined by Anderson), how many
-  equilibria are unstable by the dense spectrum or not converged.
+  equilibria are unstable by the dense spectrum or not converged;
+- how many of those differ (by more than 0.1 in Euclidean norm) from the
+  equilibrium the dynamics reach from the initial state (`SteadyStateODE`): an
+  image with several stable equilibria, where the solver found another one.
 
 Run: `python benchmarks/saddles.py [--images 200] [--out DIR]`. Writes
 `saddles.json`, `saddles.md` and `saddles.png` to `benchmarks/results/` (or `DIR`).
@@ -72,6 +75,17 @@ def measure(state: str, images: int) -> dict:
             solver, model, x, y, ys.COST, initial_states(model, x, jnp.float32)
         )
     )
+    dynamics = jax.jit(
+        lambda x, y: solve_batch(
+            holoode.SteadyStateODE(),
+            model,
+            x,
+            y,
+            ys.COST,
+            0.0,
+            initial_states(model, x, jnp.float32),
+        )
+    )
     check = jax.jit(jax.vmap(lambda u, x: unstable_direction(model, u, x)[0]))
     rows = []
     for start in range(0, images, BATCH):
@@ -79,9 +93,12 @@ def measure(state: str, images: int) -> dict:
         sol = bare(x, y)
         flagged = np.asarray(check(sol.value, x))
         after = free(x, y)
+        physical = dynamics(x, y)
         for b in range(BATCH):
             u = jtu.tree_map(lambda a: a[b], sol.value)
             v = jtu.tree_map(lambda a: a[b], after.value)
+            w = jtu.tree_map(lambda a: a[b], physical.value)
+            gap = float(np.linalg.norm(ravel_pytree(v)[0] - ravel_pytree(w)[0]))
             rows.append(
                 {
                     "image": start + b,
@@ -94,6 +111,7 @@ def measure(state: str, images: int) -> dict:
                     "after_max_re_eigenvalue": _largest_real_eigenvalue(
                         model, v, x[b], y[b]
                     ),
+                    "distance_to_dynamics": gap,
                 }
             )
     conv = [r for r in rows if r["converged"]]
@@ -107,6 +125,7 @@ def measure(state: str, images: int) -> dict:
         "false_alarms": sum(r["flagged"] and r["max_re_eigenvalue"] <= 0 for r in conv),
         "after_unstable": sum(r["after_max_re_eigenvalue"] > 0 for r in rows),
         "after_not_converged": sum(not r["after_converged"] for r in rows),
+        "other_stable_state": sum(r["distance_to_dynamics"] > 0.1 for r in rows),
         "rows": rows,
     }
 
@@ -114,14 +133,16 @@ def measure(state: str, images: int) -> dict:
 def table(results: list[dict]) -> str:
     lines = [
         "| state | images | Anderson converged | of which saddles | flagged by the "
-        "check | false alarms | unstable after the free phase | not converged after |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "check | false alarms | unstable after the free phase | not converged after |"
+        " another state than the dynamics' |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r['state']} | {r['images']} | {r['anderson_converged']} | "
             f"{r['anderson_saddles']} | {r['saddles_flagged']} | {r['false_alarms']} | "
-            f"{r['after_unstable']} | {r['after_not_converged']} |"
+            f"{r['after_unstable']} | {r['after_not_converged']} | "
+            f"{r['other_stable_state']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -161,7 +182,8 @@ def main() -> None:
             f"{res['anderson_converged']}, of which saddles {res['anderson_saddles']} "
             f"(flagged {res['saddles_flagged']}, false alarms "
             f"{res['false_alarms']}); after the free phase: unstable "
-            f"{res['after_unstable']}, not converged {res['after_not_converged']}"
+            f"{res['after_unstable']}, not converged {res['after_not_converged']}, "
+            f"another stable state than the dynamics' {res['other_stable_state']}"
         )
     out = {
         "machine": machine(),
