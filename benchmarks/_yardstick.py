@@ -160,9 +160,10 @@ class DynamicsThenRefine(holoode.AbstractEquilibriumSolver):
     state, refined: `SteadyStateODE` to 1e-8, then Anderson acceleration to
     `rtol`/`atol`.
 
-    Some yardstick images have several stable equilibria (image 8 at
-    initialisation: two, 2.3 apart); a root finder or Anderson acceleration
-    started from the initial state may land on either. The reference follows the
+    Some images have several stable equilibria (`benchmarks/saddles.py` counts
+    those where the library's free phase finds another one than the dynamics);
+    a root finder or Anderson acceleration started from the initial state may
+    land on either. The reference follows the
     dynamics, which is the equilibrium of the physical network (and of
     `holoode.SteadyStateODE`)."""
 
