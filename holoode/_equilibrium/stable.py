@@ -63,7 +63,7 @@ def _symmetric_operator(model, u, x):
             return root * jax.jvp(pre, (flat,), (root * v,))[1] - v
 
         def to_state(z):
-            # An eigenvector z of A is D^{-1/2}-scaled one of J = D^{1/2} A D^{-1/2}.
+            # If A z = λ z, then J (D^{1/2} z) = λ D^{1/2} z.
             v = root * z
             return unravel(v / jnp.maximum(jnp.linalg.norm(v), jnp.finfo(v.dtype).tiny))
 
