@@ -355,7 +355,7 @@ def test_sharded_run_matches_single_device():
     env["JAX_PLATFORMS"] = "cpu"
     out = subprocess.run(
         [sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True,
-        timeout=300,
+        timeout=900,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
