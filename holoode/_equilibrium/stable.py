@@ -104,9 +104,62 @@ def unstable_direction(model, u, x, *, lanczos_steps: int = 24):
     (basis, *_), (alphas, betas) = jax.lax.scan(
         step, (basis, q0, jnp.zeros_like(q0), jnp.zeros((), dtype)), jnp.arange(k)
     )
-    tridiagonal = jnp.diag(alphas) + jnp.diag(betas[:-1], 1) + jnp.diag(betas[:-1], -1)
-    ritz, vectors = jnp.linalg.eigh(tridiagonal)
-    floor = jnp.sqrt(jnp.finfo(dtype).eps) * jnp.max(jnp.abs(ritz))
-    unstable = jnp.all(jnp.isfinite(ritz)) & (ritz[-1] > floor)
-    direction = to_state(basis.T @ vectors[:, -1])
+    top, spread, vector = _top_eigenpair(alphas, betas[:-1])
+    floor = jnp.sqrt(jnp.finfo(dtype).eps) * spread
+    unstable = jnp.isfinite(top) & (top > floor)
+    direction = to_state(basis.T @ vector)
     return unstable, direction
+
+
+def _top_eigenpair(diagonal, off, iterations: int = 3):
+    """`(λ_max, max|λ|, v)` of the symmetric tridiagonal matrix `T` with
+    `diagonal` and `off`-diagonal, `v` the unit eigenvector of `λ_max`, in plain
+    JAX operations. (LAPACK's batched `eigh` on CPU blocks in XLA's thread pool
+    and can deadlock when several CPU devices run at once.)
+
+    The eigenvalues come from Sturm-sequence bisection
+    (`jax.scipy.linalg.eigh_tridiagonal`). The eigenvector from inverse
+    iteration with the shift `σ = λ_max + δ`, `δ = √ε · max|λ|`: `σI − T` is
+    positive definite, so its tridiagonal LDLᵀ solve needs no pivoting, and each
+    iteration shrinks the other components by `δ / (λ_max − λ_i + δ)`."""
+    values = jax.scipy.linalg.eigh_tridiagonal(diagonal, off, eigvals_only=True)
+    top = values[-1]
+    spread = jnp.maximum(jnp.abs(values[0]), jnp.abs(top))
+    eps = jnp.finfo(diagonal.dtype).eps
+    delta = jnp.maximum(jnp.sqrt(eps) * spread, jnp.finfo(diagonal.dtype).tiny)
+    d = top + delta - diagonal  # σI − T: diagonal `d`, off-diagonal `−off`
+    zero = jnp.zeros((1,), d.dtype)
+    coupling = jnp.concatenate([zero, off])  # coupling[i] = T[i, i−1]
+
+    # LDLᵀ of σI − T: pivots p_i = d_i − coupling_i² / p_{i−1}, L[i, i−1] = l_i.
+    def factor(p_prev, dc):
+        d_i, c_i = dc
+        p = jnp.maximum(d_i - c_i**2 / p_prev, delta)  # only rounding goes lower
+        return p, p
+
+    _, pivots = jax.lax.scan(factor, jnp.ones((), d.dtype), (d, coupling))
+    lower = -coupling / jnp.concatenate([jnp.ones((1,), d.dtype), pivots[:-1]])
+
+    def solve(b):
+        def down(z_prev, bl):
+            z = bl[0] - bl[1] * z_prev
+            return z, z
+
+        _, z = jax.lax.scan(down, jnp.zeros((), d.dtype), (b, lower))
+        z = z / pivots
+        above = jnp.concatenate([lower[1:], zero])  # Lᵀ[i, i+1] = l_{i+1}
+
+        def up(x_next, za):
+            x = za[0] - za[1] * x_next
+            return x, x
+
+        _, x = jax.lax.scan(up, jnp.zeros((), d.dtype), (z, above), reverse=True)
+        return x
+
+    def iterate(v, _):
+        w = solve(v)
+        return w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(d.dtype).tiny), None
+
+    start = jnp.ones_like(d) / jnp.sqrt(d.size)
+    vector, _ = jax.lax.scan(iterate, start, None, length=iterations)
+    return top, spread, vector

@@ -21,11 +21,6 @@ from . import _build
 from ._config import TrainConfig
 
 
-# How often each compiled function was traced (a test checks that a run traces
-# its step once: no recompilation between steps).
-TRACES = {"step": 0, "evaluate": 0}
-
-
 def _keep_if(ok, new, old):
     """`new` where `ok`, else `old`, leaf by leaf: a skipped step leaves no trace."""
     return jtu.tree_map(
@@ -58,7 +53,6 @@ class Plan(eqx.Module):
         opt_state, key, loss, result_code, halvings)`; if the result is not
         successful, model and optimiser state are returned unchanged; `halvings`
         is how often `|β|` was halved (`beta_backoff`)."""
-        TRACES["step"] += 1
         key, sub = jr.split(key)
         x = _build.prepare(self.config, x)
         if rule is None:
@@ -134,7 +128,6 @@ class Plan(eqx.Module):
     def evaluate(self, model, x, y, mask):
         """Masked sums over one batch: loss, top-1 and top-k hits, examples, and
         equilibria not reached."""
-        TRACES["evaluate"] += 1
         x = _build.prepare(self.config, x)
         logits, reached = self._free(model, x, y)
         w = mask.astype(logits.dtype)
