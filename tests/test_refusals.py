@@ -19,6 +19,7 @@ import pytest
 
 import holoode as ho
 from holoode._cli import main
+from holoode._equilibrium.stable import _top_eigenpair
 from holoode._gradient import _raise_on_failure
 from holoode._learning.base import describe, solve_free
 from holoode._solution import Info
@@ -416,6 +417,25 @@ def test_stability_check_agrees_with_the_dense_spectrum(smallest):
     minimum = bool(jnp.linalg.eigvalsh(model.M)[0] > 0)
     expected = ho.RESULTS.successful if minimum else ho.RESULTS.unstable_equilibrium
     assert info.result == expected
+
+
+@pytest.mark.parametrize("k", [1, 2, 7, 24])
+def test_top_eigenpair_of_a_tridiagonal_matches_lapack(k):
+    # The stability check's own eigen-solver (bisection and inverse iteration,
+    # no LAPACK) against LAPACK's dense one, on random matrices, some reducible.
+    rng = np.random.default_rng(k)
+    for trial in range(20):
+        d, e = rng.normal(size=k), rng.normal(size=k - 1)
+        if trial % 4 == 0 and k > 2:
+            e[k // 2] = 0.0  # two blocks
+        t = np.diag(d) + np.diag(e, 1) + np.diag(e, -1)
+        values = np.linalg.eigvalsh(t)
+        top, spread, v = _top_eigenpair(jnp.asarray(d), jnp.asarray(e))
+        v = np.asarray(v)
+        assert abs(float(top) - values[-1]) < 1e-12
+        assert abs(float(spread) - np.abs(values).max()) < 1e-12
+        assert abs(np.linalg.norm(v) - 1) < 1e-12
+        assert np.linalg.norm(t @ v - values[-1] * v) < 1e-10
 
 
 @pytest.mark.parametrize("w", [0.5, 2.0])
