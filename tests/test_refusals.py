@@ -421,8 +421,8 @@ def test_stability_check_agrees_with_the_dense_spectrum(smallest):
 
 @pytest.mark.parametrize("k", [1, 2, 7, 24])
 def test_top_eigenpair_of_a_tridiagonal_matches_lapack(k):
-    # The stability check's own eigen-solver (bisection and inverse iteration,
-    # no LAPACK) against LAPACK's dense one, on random matrices, some reducible.
+    # The stability check's own eigen-solver (repeated squaring, no LAPACK)
+    # against LAPACK's dense one, on random matrices, some reducible.
     rng = np.random.default_rng(k)
     for trial in range(20):
         d, e = rng.normal(size=k), rng.normal(size=k - 1)

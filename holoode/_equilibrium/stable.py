@@ -111,55 +111,42 @@ def unstable_direction(model, u, x, *, lanczos_steps: int = 24):
     return unstable, direction
 
 
-def _top_eigenpair(diagonal, off, iterations: int = 3):
+def _top_eigenpair(diagonal, off, squarings: int = 40):
     """`(λ_max, max|λ|, v)` of the symmetric tridiagonal matrix `T` with
-    `diagonal` and `off`-diagonal, `v` the unit eigenvector of `λ_max`, in plain
-    JAX operations. (LAPACK's batched `eigh` on CPU blocks in XLA's thread pool
-    and can deadlock when several CPU devices run at once.)
+    `diagonal` and `off`-diagonal, `v` a unit eigenvector of `λ_max`, from
+    matrix products only. (LAPACK's batched `eigh` on CPU blocks in XLA's thread
+    pool and can deadlock when several CPU devices run at once.)
 
-    The eigenvalues come from Sturm-sequence bisection
-    (`jax.scipy.linalg.eigh_tridiagonal`). The eigenvector from inverse
-    iteration with the shift `σ = λ_max + δ`, `δ = √ε · max|λ|`: `σI − T` is
-    positive definite, so its tridiagonal LDLᵀ solve needs no pivoting, and each
-    iteration shrinks the other components by `δ / (λ_max − λ_i + δ)`."""
-    values = jax.scipy.linalg.eigh_tridiagonal(diagonal, off, eigvals_only=True)
-    top = values[-1]
-    spread = jnp.maximum(jnp.abs(values[0]), jnp.abs(top))
-    eps = jnp.finfo(diagonal.dtype).eps
-    delta = jnp.maximum(jnp.sqrt(eps) * spread, jnp.finfo(diagonal.dtype).tiny)
-    d = top + delta - diagonal  # σI − T: diagonal `d`, off-diagonal `−off`
-    zero = jnp.zeros((1,), d.dtype)
-    coupling = jnp.concatenate([zero, off])  # coupling[i] = T[i, i−1]
+    With Gershgorin bounds `g_lo < λ < g_hi`, `T − g_lo I` and `g_hi I − T` are
+    positive semi-definite with dominant eigenvectors those of `λ_max` and
+    `λ_min`. Each is raised to the power `2^squarings` by repeated squaring
+    (normalised), which leaves the dominant eigenvector's projector up to a
+    factor `(λ_2 / λ_1)^(2^squarings)`; its largest column is the eigenvector,
+    and the eigenvalue its Rayleigh quotient (accurate to rounding, as the
+    quotient's error is quadratic in the vector's)."""
+    dtype = diagonal.dtype
+    t = jnp.diag(diagonal) + jnp.diag(off, 1) + jnp.diag(off, -1)
+    radius = jnp.sum(jnp.abs(t), axis=1) - jnp.abs(diagonal)
+    lo, hi = jnp.min(diagonal - radius), jnp.max(diagonal + radius)
+    # A margin keeps both shifted matrices nonzero (T = cI, or a 1 × 1 T).
+    margin = 1e-3 * (hi - lo) + jnp.finfo(dtype).eps * (jnp.abs(lo) + jnp.abs(hi))
+    margin = jnp.maximum(margin, jnp.finfo(dtype).tiny ** 0.5)
+    lo, hi = lo - margin, hi + margin
+    eye = jnp.eye(diagonal.size, dtype=dtype)
+    shifted = jnp.stack([t - lo * eye, hi * eye - t])
 
-    # LDLᵀ of σI − T: pivots p_i = d_i − coupling_i² / p_{i−1}, L[i, i−1] = l_i.
-    def factor(p_prev, dc):
-        d_i, c_i = dc
-        p = jnp.maximum(d_i - c_i**2 / p_prev, delta)  # only rounding goes lower
-        return p, p
+    def square(_, m):
+        m = m @ m
+        scale = jnp.max(jnp.abs(m), axis=(1, 2), keepdims=True)
+        return m / jnp.maximum(scale, jnp.finfo(dtype).tiny)
 
-    _, pivots = jax.lax.scan(factor, jnp.ones((), d.dtype), (d, coupling))
-    lower = -coupling / jnp.concatenate([jnp.ones((1,), d.dtype), pivots[:-1]])
-
-    def solve(b):
-        def down(z_prev, bl):
-            z = bl[0] - bl[1] * z_prev
-            return z, z
-
-        _, z = jax.lax.scan(down, jnp.zeros((), d.dtype), (b, lower))
-        z = z / pivots
-        above = jnp.concatenate([lower[1:], zero])  # Lᵀ[i, i+1] = l_{i+1}
-
-        def up(x_next, za):
-            x = za[0] - za[1] * x_next
-            return x, x
-
-        _, x = jax.lax.scan(up, jnp.zeros((), d.dtype), (z, above), reverse=True)
-        return x
-
-    def iterate(v, _):
-        w = solve(v)
-        return w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(d.dtype).tiny), None
-
-    start = jnp.ones_like(d) / jnp.sqrt(d.size)
-    vector, _ = jax.lax.scan(iterate, start, None, length=iterations)
-    return top, spread, vector
+    powers = jax.lax.fori_loop(0, squarings, square, shifted)
+    norms = jnp.linalg.norm(powers, axis=1)  # (2, k): each column's norm
+    best = jnp.argmax(norms, axis=1)
+    vectors = jnp.take_along_axis(powers, best[:, None, None], axis=2)[..., 0]
+    vectors = (
+        vectors
+        / jnp.maximum(norms[jnp.arange(2), best], jnp.finfo(dtype).tiny)[:, None]
+    )
+    top, bottom = jnp.einsum("ji,ik,jk->j", vectors, t, vectors)
+    return top, jnp.maximum(jnp.abs(top), jnp.abs(bottom)), vectors[0]

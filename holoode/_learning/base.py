@@ -155,22 +155,30 @@ def solve_free(
     refined by `solver`. A state still unstable after that, or a saddle the
     dynamics could not leave for a stable state (they diverge where the energy
     is unbounded below), gets `RESULTS.unstable_equilibrium`; a stalled solve
-    that still does not converge keeps its code. The fallback runs only when
-    some example needs it (under a `vmap` of the whole call it always runs), on
-    the whole batch; `num_steps` counts the steps of all three solves.
+    that still does not converge keeps its code. When `solver` is itself a
+    `SteadyStateODE`, it restarts from the pushed saddles directly, and a solve
+    stopped at `max_steps` keeps its code.
+
+    The solve and the check are one compiled body run in a `lax.while_loop`:
+    once from `u0`, and a second time, on the whole batch, only when some
+    example needs it (under a `vmap` of the whole call the second pass always
+    runs). `num_steps` counts the steps of all solves.
     """
-    free = solve_batch(solver, model, x, y, cost, 0.0, u0)
+    follows_dynamics = isinstance(solver, SteadyStateODE)
 
-    def check(sol: Equilibrium, x_b):
-        unstable, direction = unstable_direction(model, sol.value, x_b)
-        return unstable & (sol.result == RESULTS.successful), direction
+    def solve_and_check(start):
+        sol = solve_batch(solver, model, x, y, cost, 0.0, start)
+        unstable, direction = jax.vmap(
+            lambda u, x_b: unstable_direction(model, u, x_b)
+        )(sol.value, x)
+        return sol, unstable & (sol.result == RESULTS.successful), direction
 
-    unstable, direction = jax.vmap(check)(free, x)
-    stalled = free.result == RESULTS.max_steps_reached
-    redo = unstable | stalled
+    def escape(sol, unstable, stalled, direction):
+        """Where the dynamics start: a saddle pushed 1% along its unstable
+        direction, on the side facing the initial state; a stalled solve's
+        initial state; the solution itself elsewhere."""
 
-    def fallback(free):
-        def start(u, d, u_init, bad, stuck):
+        def one(u, d, u_init, bad, stuck):
             scale = 0.01 * jnp.maximum(tree_norm(u), 1.0)
             side = jnp.sign(tree_vdot(d, jtu.tree_map(jnp.subtract, u_init, u)))
             side = jnp.where(side == 0, 1.0, side)
@@ -183,38 +191,63 @@ def solve_free(
                 u_init,
             )
 
-        starts = jax.vmap(start)(free.value, direction, u0, unstable, stalled)
+        starts = jax.vmap(one)(sol.value, direction, u0, unstable, stalled)
+        if follows_dynamics:
+            no_steps = jnp.zeros_like(sol.num_steps)
+            return eqx.tree_at(
+                lambda s: (s.value, s.num_steps), sol, (starts, no_steps)
+            )
         # The dynamics only have to reach the stable state's basin: `solver`
         # refines.
         ode = SteadyStateODE(rtol=1e-5, atol=1e-5)
-        relaxed = solve_batch(ode, model, x, y, cost, 0.0, starts)
-        refined = solve_batch(solver, model, x, y, cost, 0.0, relaxed.value)
-        still, _ = jax.vmap(check)(refined, x)
+        return solve_batch(ode, model, x, y, cost, 0.0, starts)
+
+    def like(tree, reference):
+        return jtu.tree_map(lambda a, b: a.astype(b.dtype), tree, reference)
+
+    # Two passes of one compiled body (the solver and the check are compiled
+    # once): the solve from `u0`, then, only if some example needs it, the solve
+    # from where the dynamics lead.
+    def again(carry):
+        passes, _, unstable, stalled, _ = carry
+        return (passes == 0) | ((passes == 1) & jnp.any(unstable | stalled))
+
+    def body(carry):
+        passes, sol, unstable, stalled, direction = carry
+        relaxed = jax.lax.cond(
+            passes == 0,
+            lambda: eqx.tree_at(lambda s: s.value, sol, like(u0, sol.value)),
+            lambda: like(escape(sol, unstable, stalled, direction), sol),
+        )
+        new, new_unstable, new_direction = solve_and_check(relaxed.value)
+        redo = (passes == 0) | unstable | stalled
         # A saddle the dynamics could not leave for a stable state keeps its
         # (finite) state, marked unstable below.
-        lost = unstable & (refined.result != RESULTS.successful)
-        refined = eqx.tree_at(
-            lambda s: s.num_steps,
-            refined,
-            free.num_steps + relaxed.num_steps + refined.num_steps,
-        )
+        lost = unstable & (new.result != RESULTS.successful)
+        steps = jnp.where(passes == 0, 0, sol.num_steps + relaxed.num_steps)
+        new = eqx.tree_at(lambda s: s.num_steps, new, steps + new.num_steps)
+        keep = redo & ~lost
         merged = jtu.tree_map(
-            lambda a, b: jnp.where(_rows(redo & ~lost, a), a, b).astype(b.dtype),
-            refined,
-            free,
+            lambda a, b: jnp.where(_rows(keep, a), a, b).astype(b.dtype), new, sol
         )
-        return merged, still | lost
+        unstable = jnp.where(redo, new_unstable | lost, unstable)
+        stalled = (passes == 0) & (new.result == RESULTS.max_steps_reached)
+        stalled = stalled & (not follows_dynamics)
+        return passes + 1, merged, unstable, stalled, new_direction
 
-    free, still = jax.lax.cond(
-        jnp.any(redo), fallback, lambda f: (f, jnp.zeros_like(redo)), free
+    blank = jax.eval_shape(lambda: solve_and_check(u0))
+    blank = jtu.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), blank)
+    sol, unstable, direction = blank
+    _, sol, unstable, _, _ = jax.lax.while_loop(
+        again,
+        body,
+        (jnp.zeros((), jnp.int32), sol, unstable, unstable, direction),
     )
 
     def mark(bad, result):
         return RESULTS.where(bad, RESULTS.unstable_equilibrium, result)
 
-    return eqx.tree_at(
-        lambda s: s.result, free, jax.vmap(mark)(still & redo, free.result)
-    )
+    return eqx.tree_at(lambda s: s.result, sol, jax.vmap(mark)(unstable, sol.result))
 
 
 def _rows(mask, a):
