@@ -38,10 +38,6 @@ def tree_astype(tree: PyTree, dtype) -> PyTree:
     return jtu.tree_map(lambda a: jnp.asarray(a).astype(dtype), tree)
 
 
-def tree_real(tree: PyTree) -> PyTree:
-    return jtu.tree_map(jnp.real, tree)
-
-
 def tree_norm(tree: PyTree) -> Array:
     """The Euclidean norm of all leaves of `tree` together (complex-aware)."""
     leaves = jtu.tree_leaves(tree)

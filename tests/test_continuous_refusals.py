@@ -3,6 +3,7 @@
 settings it would otherwise have to ignore; the settings it takes are honoured."""
 
 import diffrax as dfx
+import jax.numpy as jnp
 import jax.random as jr
 import pytest
 
@@ -88,3 +89,10 @@ def test_a_fixed_step_without_a_step_is_refused():
     solver = ho.SteadyStateODE(stepsize_controller=dfx.ConstantStepSize())
     with pytest.raises(ValueError, match="dt0"):
         run(ho.ContinuousHEP(0.1, 8.0), solver)
+
+
+def test_a_bad_period_or_beta_is_refused_by_name():
+    with pytest.raises(ValueError, match="period must be a real number"):
+        ho.ContinuousHEP(period="long")
+    with pytest.raises(ValueError, match="β must be a real floating-point"):
+        ho.HolomorphicEP(beta=jnp.array(1))

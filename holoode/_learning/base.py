@@ -51,17 +51,28 @@ class AbstractLearningRule(eqx.Module):
         `eqx.filter_grad`'s output), and a `holoode.Info`."""
 
 
-def as_beta(beta):
-    """Rules store β as an array, so that a sweep over β compiles once."""
-    if isinstance(beta, (bool, complex)) or not isinstance(
-        beta, (int, float, jax.Array)
-    ):
-        raise ValueError(f"β must be a real number, got {beta!r}.")
-    if isinstance(beta, jax.Array) and not jnp.issubdtype(beta.dtype, jnp.floating):
-        raise ValueError(
-            f"β must be a real floating-point scalar, got dtype {beta.dtype}."
-        )
-    return jnp.asarray(float(beta) if isinstance(beta, (int, float)) else beta)
+def real_scalar(name: str):
+    """A field converter to a real floating-point scalar array: rules store β
+    (and the period) as arrays, so that a sweep over them compiles once. A bad
+    value is refused with a message naming the field."""
+
+    def convert(value):
+        if isinstance(value, (bool, complex)) or not isinstance(
+            value, (int, float, jax.Array)
+        ):
+            raise ValueError(f"{name} must be a real number, got {value!r}.")
+        if isinstance(value, jax.Array) and not jnp.issubdtype(
+            value.dtype, jnp.floating
+        ):
+            raise ValueError(
+                f"{name} must be a real floating-point scalar, got dtype {value.dtype}."
+            )
+        return jnp.asarray(float(value) if isinstance(value, (int, float)) else value)
+
+    return convert
+
+
+as_beta = real_scalar("β")
 
 
 def concrete(beta) -> float | None:

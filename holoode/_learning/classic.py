@@ -3,6 +3,7 @@
 import math
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
@@ -46,7 +47,7 @@ class ClassicEP(AbstractLearningRule):
       averaged over noisy snapshots (pass `key` to `holoode.gradient`).
     """
 
-    beta: float = eqx.field(default=0.1, converter=as_beta)
+    beta: jax.Array = eqx.field(default=0.1, converter=as_beta)
     symmetric: bool = eqx.field(default=False, converter=_as_bool)
     noise: NeuronNoise | None = None
 

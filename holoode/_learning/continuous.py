@@ -30,6 +30,7 @@ from .base import (
     initial_states,
     make_info,
     parameters,
+    real_scalar,
 )
 
 
@@ -153,7 +154,7 @@ class ContinuousHEP(AbstractLearningRule):
     """
 
     beta: jax.Array = eqx.field(default=0.1, converter=as_beta)
-    period: jax.Array = eqx.field(default=100.0, converter=as_beta)
+    period: jax.Array = eqx.field(default=100.0, converter=real_scalar("period"))
     num_periods: int = 1
     warmup: float = 0.5
     num_samples: int = 16

@@ -4,6 +4,7 @@ import math
 from typing import Literal
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
@@ -128,7 +129,7 @@ class HolomorphicEP(AbstractLearningRule):
       diagnostics use the noise-free equilibria.
     """
 
-    beta: float = eqx.field(default=0.1, converter=as_beta)
+    beta: jax.Array = eqx.field(default=0.1, converter=as_beta)
     num_points: int = eqx.field(default=8, converter=as_int)
     warm_start: Literal["free", "neighbour"] = "free"
     max_radius_ratio: float = 0.9
