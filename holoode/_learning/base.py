@@ -172,8 +172,10 @@ def solve_free(
 
     The solve and the check are one compiled body run in a `lax.while_loop`:
     once from `u0`, and a second time, on the whole batch, only when some
-    example needs it (under a `vmap` of the whole call the second pass always
-    runs). `num_steps` counts the steps of all solves.
+    example needs it. Under a `vmap` of the whole call the loop and the branch
+    become selects, so both passes, and the dynamics in each, always run: call
+    it on a batch rather than `vmap` it. `num_steps` counts the steps of all
+    solves.
     """
     follows_dynamics = isinstance(solver, SteadyStateODE)
 
