@@ -44,8 +44,8 @@ import numpy as np
 from _common import machine, versions
 from jax.flatten_util import ravel_pytree
 
+from holoode._equilibrium.batched import initial_states, solve_batch, solve_free
 from holoode._equilibrium.stable import unstable_direction
-from holoode._learning.base import initial_states, solve_batch, solve_free
 
 
 RESULTS_DIR = HERE / "results"

@@ -8,6 +8,10 @@ from ._activations import (
     shifted_sigmoid as shifted_sigmoid,
     softplus as softplus,
 )
+from ._circle import (
+    circle_points as circle_points,
+    harmonic_weights as harmonic_weights,
+)
 from ._costs import (
     AbstractCost as AbstractCost,
     CrossEntropy as CrossEntropy,
@@ -19,6 +23,12 @@ from ._equilibrium import (
     FixedPointIteration as FixedPointIteration,
     RootFind as RootFind,
     SteadyStateODE as SteadyStateODE,
+)
+from ._equilibrium.batched import (
+    initial_states as initial_states,
+    solve_batch as solve_batch,
+    solve_free as solve_free,
+    solve_points as solve_points,
 )
 from ._gradient import gradient as gradient
 from ._holomorphy import (
@@ -37,6 +47,8 @@ from ._model import (
     AbstractEnergyModel as AbstractEnergyModel,
     AbstractEquilibriumModel as AbstractEquilibriumModel,
     AbstractPrimitiveModel as AbstractPrimitiveModel,
+    learning_signal as learning_signal,
+    parameters as parameters,
 )
 from ._noise import NeuronNoise as NeuronNoise
 from ._online import online_plasticity as online_plasticity

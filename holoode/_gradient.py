@@ -10,12 +10,13 @@ from jaxtyping import ArrayLike, PRNGKeyArray, PyTree
 from ._costs import AbstractCost
 from ._equilibrium import AbstractEquilibriumSolver, RootFind
 from ._learning import AbstractLearningRule, ContinuousHEP, HolomorphicEP
-from ._learning.base import describe, parameters
+from ._learning.base import describe
 from ._misc import real_dtype, tree_dtype, tree_isfinite
 from ._model import (
     AbstractEnergyModel,
     AbstractEquilibriumModel,
     AbstractPrimitiveModel,
+    parameters,
 )
 from ._solution import Info, RESULTS
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PyTree
 
 from ._costs import AbstractCost
+from ._misc import tree_astype, tree_dtype
 
 
 def holomorphic_grad(fn, u: PyTree) -> PyTree:
@@ -29,6 +30,49 @@ def holomorphic_grad(fn, u: PyTree) -> PyTree:
     """
     out, vjp = jax.vjp(fn, u)
     return vjp(jnp.ones_like(out))[0]
+
+
+def parameters(model) -> tuple[PyTree, PyTree]:
+    """Split a model into its parameters (the inexact array leaves) and the rest,
+    as `eqx.partition(model, eqx.is_inexact_array)`."""
+    return eqx.partition(model, eqx.is_inexact_array)
+
+
+def learning_signal(
+    model: "AbstractEquilibriumModel",
+    u: PyTree[Array],
+    x: Array,
+    y: Array,
+    beta: ArrayLike,
+    cost: AbstractCost,
+    weights: ArrayLike,
+) -> PyTree[Array]:
+    """The weighted learning signal `Σ_b w_b ∂F/∂θ(u_b, β_b; x_b, y_b)`.
+
+    Examples run along the leading axis of `u`, `x`, `y`, `beta` and `weights`
+    (`beta` may also be one scalar for all). `∂F/∂θ` is the derivative of the
+    model's `parameter_energy`; it is the holomorphic one: the parameters are cast
+    to the dtype of `u`, `beta` and `weights` combined before differentiating, so
+    complex states or β give the complex signal (for real parameters, `G(β̄) =
+    conj G(β)`). Returns a PyTree shaped like `holoode.parameters(model)[0]`, in
+    that combined dtype; one backward pass for the whole batch.
+
+    Every learning rule is built on it: holomorphic EP weights the points of a
+    circle with `holoode.harmonic_weights`, classic EP takes `±1/(2β)`, the
+    continuous-time rules multiply by `e^{−iωt}/|β|` as they go.
+    """
+    params, static = parameters(model)
+    beta = jnp.broadcast_to(jnp.asarray(beta), jnp.shape(weights))
+    dtype = jnp.result_type(tree_dtype(u), beta.dtype, jnp.asarray(weights).dtype)
+
+    def weighted_energy(p):
+        m = eqx.combine(p, static)
+        energies = jax.vmap(
+            lambda u_b, x_b, y_b, b: m.parameter_energy(u_b, x_b, y_b, b, cost)
+        )(u, x, y, beta)
+        return jnp.sum(weights * energies)
+
+    return holomorphic_grad(weighted_energy, tree_astype(params, dtype))
 
 
 class AbstractEquilibriumModel(eqx.Module):

@@ -8,9 +8,8 @@ from jaxtyping import Array, PyTree
 
 from ._costs import AbstractCost
 from ._equilibrium.base import complex_checked
-from ._learning.base import parameters
 from ._misc import complex_dtype, real_dtype, tree_astype, tree_dtype, tree_rms
-from ._model import AbstractEquilibriumModel, holomorphic_grad
+from ._model import AbstractEquilibriumModel, learning_signal, parameters
 
 
 class _Plastic(eqx.Module):
@@ -34,11 +33,9 @@ class _Plastic(eqx.Module):
         beta_t = self.beta * phase
         model = eqx.combine(theta, self.static)
         du = model.vector_field(u, x, y, beta_t, self.cost)
-        signal = holomorphic_grad(
-            lambda p: eqx.combine(p, self.static).parameter_energy(
-                u, x, y, beta_t, self.cost
-            ),
-            theta,
+        one = jtu.tree_map(lambda a: a[None], (u, x, y))
+        signal = learning_signal(
+            model, *one, beta_t, self.cost, jnp.ones((1,), self.beta.dtype)
         )
         # dθ/dt = −η Re[∂F/∂θ e^{−iωt}] / |β|; θ stays real (stored as complex
         # because Diffrax integrates one dtype per state).

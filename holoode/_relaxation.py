@@ -9,7 +9,7 @@ from jaxtyping import Array, ArrayLike
 
 from ._costs import AbstractCost
 from ._equilibrium import AbstractEquilibriumSolver, SteadyStateODE
-from ._learning.base import initial_states, solve_batch
+from ._equilibrium.batched import initial_states, solve_batch
 from ._model import AbstractEquilibriumModel
 from ._solution import RESULTS
 

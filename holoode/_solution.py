@@ -1,12 +1,15 @@
 """Result codes, equilibria and the diagnostics returned with every gradient."""
 
 import dataclasses
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int, PyTree
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PyTree
+
+from ._misc import tree_isfinite
 
 
 class RESULTS(eqx.Enumeration):
@@ -110,6 +113,86 @@ class Info(eqx.Module):
     @property
     def all_reached(self) -> Bool[Array, ""]:
         return jnp.all(self.reached)
+
+    @classmethod
+    def from_equilibria(
+        cls,
+        loss: ArrayLike,
+        equilibria: Sequence[Equilibrium],
+        grads: PyTree,
+        *,
+        error_estimate: ArrayLike | None = None,
+        radius_ratio: Array | None = None,
+        max_radius_ratio: float | None = None,
+        finite: ArrayLike = True,
+    ) -> "Info":
+        """The `Info` of a rule's estimate: what a learning rule returns.
+
+        **Arguments:**
+
+        - `loss`: the batch-mean cost at the free equilibrium.
+        - `equilibria`: the batched solves the estimate used, each shaped
+          `(batch,)` or `(batch, points)`; their step counts, residuals and
+          result codes fill `num_steps`, `residual` and `reached` (one column
+          per solve).
+        - `grads`: the estimate (checked for NaN and inf).
+        - `error_estimate`, `radius_ratio`: the rule's diagnostics, if any.
+        - `max_radius_ratio`: with `radius_ratio`, the threshold at or above
+          which the circle is taken to leave the analytic disc.
+        - `finite`: `False` if something other than the equilibria went
+          non-finite (e.g. noisy samples).
+
+        `result` is the most telling code, in order: `unstable_equilibrium` (a
+        free state the network would leave makes everything else meaningless),
+        `continuation_lost` if some `radius_ratio ≥ max_radius_ratio` (it
+        explains every other failure), `nonfinite`, `max_steps_reached`,
+        `continuation_lost` where the ratio could not be judged (NaN),
+        `nonfinite_gradient`, `successful`.
+        """
+
+        def columns(a):
+            return a[:, None] if a.ndim == 1 else a
+
+        def any_result(code):
+            return jnp.any(jnp.array([jnp.any(e.result == code) for e in equilibria]))
+
+        num_steps = jnp.concatenate([columns(e.num_steps) for e in equilibria], 1)
+        batch = num_steps.shape[0]
+        if radius_ratio is None or max_radius_ratio is None:
+            continuation_ok, circle_lost = jnp.array(True), jnp.array(False)
+        else:
+            continuation_ok = jnp.all(radius_ratio < max_radius_ratio)
+            circle_lost = jnp.any(radius_ratio >= max_radius_ratio)
+        result = RESULTS.where(
+            tree_isfinite(grads), RESULTS.successful, RESULTS.nonfinite_gradient
+        )
+        result = RESULTS.where(continuation_ok, result, RESULTS.continuation_lost)
+        result = RESULTS.where(
+            any_result(RESULTS.max_steps_reached), RESULTS.max_steps_reached, result
+        )
+        nonfinite = any_result(RESULTS.nonfinite) | ~jnp.all(finite)
+        result = RESULTS.where(nonfinite, RESULTS.nonfinite, result)
+        result = RESULTS.where(circle_lost, RESULTS.continuation_lost, result)
+        result = RESULTS.where(
+            any_result(RESULTS.unstable_equilibrium),
+            RESULTS.unstable_equilibrium,
+            result,
+        )
+        return cls(
+            loss=jnp.asarray(loss),
+            num_steps=num_steps,
+            residual=jnp.concatenate([columns(e.residual) for e in equilibria], 1),
+            reached=jnp.concatenate(
+                [columns(e.result == RESULTS.successful) for e in equilibria], 1
+            ),
+            error_estimate=jnp.asarray(
+                jnp.nan if error_estimate is None else error_estimate
+            ),
+            radius_ratio=jnp.full((batch,), jnp.nan)
+            if radius_ratio is None
+            else radius_ratio,
+            result=result,
+        )
 
     def __repr__(self) -> str:
         return _summary(self)

@@ -6,15 +6,22 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Complex, Float
 
+from ._circle import (
+    circle_points,
+    decay_ratio,
+    flatten_states,
+    full_circle,
+    harmonic_norms,
+    noise_floor,
+)
 from ._costs import AbstractCost
 from ._equilibrium import AbstractEquilibriumSolver, SteadyStateODE
-from ._learning.base import initial_states, parameters, solve_batch, solve_points
+from ._equilibrium.batched import initial_states, solve_batch, solve_points
 from ._misc import complex_dtype, eps, real_dtype, tree_astype, tree_dtype
-from ._model import AbstractEquilibriumModel
+from ._model import AbstractEquilibriumModel, parameters
 from ._solution import RESULTS
 
 
@@ -67,32 +74,6 @@ def beta_grid(extent: float, num: int = 41) -> Complex[Array, "num num"]:
     return re + 1j * im
 
 
-def _flatten(states, lead: int) -> Array:
-    """Concatenate the leaves of a state PyTree into vectors, keeping `lead` leading
-    axes."""
-    leaves = jtu.tree_leaves(states)
-    return jnp.concatenate(
-        [a.reshape(a.shape[:lead] + (-1,)) for a in leaves], axis=lead
-    )
-
-
-def _floor(solver, u_free: Array) -> Array:
-    """The size of the harmonics that the equilibria's own tolerance leaves: below
-    it a harmonic is noise (as in `holoode.HolomorphicEP`). `u_free` is
-    `(batch, size)`."""
-    rtol, atol = solver.tolerances(u_free)
-    size = u_free.shape[-1]
-    norm = jnp.linalg.norm(u_free, axis=-1)
-    return 10 * ((100 * eps(u_free.dtype) + rtol) * norm + atol * math.sqrt(size))
-
-
-def _full_circle(half: Array, num_points: int) -> Array:
-    """States at all `N` points of a circle from the `⌊N/2⌋ + 1` points of its upper
-    half (axis 1), by conjugate symmetry `u*(β̄) = conj u*(β)` (real parameters)."""
-    lower = jnp.conj(half[:, 1 : (num_points + 1) // 2][:, ::-1])
-    return jnp.concatenate([half, lower], axis=1)
-
-
 def _radius_ratio(circle: Array, floor: Array, num_points: int):
     """`|β|/R` per example from the Fourier harmonics of the states on a circle
     `(batch, N, size)`: `q = (‖d_{N−1}‖/‖d_{N/2}‖)^{1/(N/2 − 1)}`.
@@ -109,34 +90,23 @@ def _radius_ratio(circle: Array, floor: Array, num_points: int):
     bound on `R`), or 0 if the state does not respond to β above the noise.
     """
     n = num_points
-    phi = 2 * jnp.pi * jnp.arange(n) / n
-
-    def harmonic(m):
-        weights = (jnp.exp(-1j * m * phi) / n).astype(circle.dtype)
-        return jnp.linalg.norm(jnp.einsum("k,bkd->bd", weights, circle), axis=-1)
-
-    dh, dl = harmonic(n // 2), harmonic(n - 1)
-    ratio = (jnp.maximum(dl, floor) / jnp.maximum(dh, floor)) ** (1 / (n - 1 - n // 2))
-    ratio = jnp.where(dh > 10 * floor, ratio, jnp.where(dl > 10 * floor, jnp.inf, 0.0))
-    return ratio, (dh > 10 * floor) & (dl > 10 * floor)
+    dh, dl = harmonic_norms(circle, n, [n // 2, n - 1])
+    return decay_ratio(dh, dl, floor, n - 1 - n // 2)
 
 
 def _solve_circles(solver, model, x, y, cost, u_free, radii, num_points):
     """Equilibria on circles `|β| = ρ_j` (all examples, all radii in one `vmap`),
     started from the free equilibrium. Returns the states `(radii, batch, N, size)`
     and whether every solve of each circle was reached `(radii, batch)`."""
-    k = jnp.arange(num_points // 2 + 1)
-    nodes = jnp.exp(2j * jnp.pi * k / num_points)
     dtype = complex_dtype(tree_dtype(u_free))
     u_start = tree_astype(u_free, dtype)
 
     def one(rho):
-        sol = solve_points(
-            solver, model, x, y, cost, (rho * nodes).astype(dtype), u_start, chain=False
-        )
-        half = _flatten(sol.value, 2)
+        betas = circle_points(rho, num_points).astype(dtype)
+        sol = solve_points(solver, model, x, y, cost, betas, u_start, chain=False)
+        half = flatten_states(sol.value, 2)
         ok = jnp.all(sol.result == RESULTS.successful, axis=1)
-        return _full_circle(half, num_points), ok
+        return full_circle(half, num_points), ok
 
     return jax.vmap(one)(radii)
 
@@ -171,17 +141,16 @@ def _stability_map(model, x, y, cost, solver, betas, radii, num_points, rtol):
     rdtype = real_dtype(tree_dtype(params))
     cdtype = complex_dtype(rdtype)
     free = solve_batch(solver, model, x, y, cost, 0.0, initial_states(model, x, rdtype))
-    u_free = _flatten(free.value, 1)  # (1, size)
+    u_free = flatten_states(free.value, 1)  # (1, size)
     free_ok = (free.result == RESULTS.successful)[0]
-    floor = _floor(solver, u_free)
+    floor = noise_floor(solver, u_free)
 
     # The grid and the reference circles (the upper half of each, by conjugate
     # symmetry), every point from the free equilibrium, all in one solve.
     flat = betas.reshape(-1).astype(cdtype)
     num = flat.shape[0]
     half = num_points // 2 + 1
-    nodes = jnp.exp(2j * jnp.pi * jnp.arange(half) / num_points)
-    on_circles = (radii[:, None] * nodes[None, :]).reshape(-1).astype(cdtype)
+    on_circles = circle_points(radii[:, None], num_points).reshape(-1).astype(cdtype)
     u_start = tree_astype(free.value, cdtype)
     sols = solve_points(
         solver,
@@ -193,12 +162,12 @@ def _stability_map(model, x, y, cost, solver, betas, radii, num_points, rtol):
         u_start,
         chain=False,
     )
-    states = _flatten(sols.value, 2)[0]  # (S + M·half, size)
+    states = flatten_states(sols.value, 2)[0]  # (S + M·half, size)
     ok = (sols.result == RESULTS.successful)[0] & free_ok
     u_grid, reached, residual = states[:num], ok[:num], sols.residual[0, :num]
     size = u_grid.shape[-1]
     distance = jnp.linalg.norm(u_grid - u_free, axis=-1) / math.sqrt(size)
-    circles = _full_circle(states[num:].reshape(len(radii), half, size), num_points)
+    circles = full_circle(states[num:].reshape(len(radii), half, size), num_points)
     circle_reached = jnp.all(ok[num:].reshape(len(radii), half), axis=1)
     ratio, resolved = jax.vmap(lambda c: _radius_ratio(c[None], floor, num_points))(
         circles
@@ -353,7 +322,7 @@ def _probe(model, x, y, cost, solver, rho, num_points):
     params, _ = parameters(model)
     rdtype = real_dtype(tree_dtype(params))
     free = solve_batch(solver, model, x, y, cost, 0.0, initial_states(model, x, rdtype))
-    floor = _floor(solver, _flatten(free.value, 1))
+    floor = noise_floor(solver, flatten_states(free.value, 1))
     circles, ok = _solve_circles(
         solver, model, x, y, cost, free.value, rho[None], num_points
     )

@@ -6,7 +6,7 @@ import jax.random as jr
 import pytest
 
 import holoode as ho
-from holoode._learning.base import initial_states, solve_batch
+from holoode._equilibrium.batched import initial_states, solve_batch
 
 
 def load_digits():

@@ -21,7 +21,7 @@ import holoode as ho
 from holoode._cli import main
 from holoode._equilibrium.stable import _top_eigenpair
 from holoode._gradient import _raise_on_failure
-from holoode._learning.base import describe, solve_free
+from holoode._learning.base import describe
 from holoode._solution import Info
 from holoode._training import _checkpoint
 from holoode._training._config import resolve
@@ -445,7 +445,7 @@ def test_a_saddle_of_the_rate_dynamics_is_left_for_a_stable_state(w):
     # s = tanh(w s), where the Jacobian's eigenvalues are negative.
     model = Bistable(jnp.asarray(w, jnp.float64))
     x, y = jnp.zeros((2, 2)), jnp.zeros((2, 2))
-    free = solve_free(
+    free = ho.solve_free(
         ho.AndersonAcceleration(), model, x, y, ho.SquaredError(), jnp.zeros((2, 2))
     )
     assert bool(jnp.all(free.result._value == ho.RESULTS.successful._value))

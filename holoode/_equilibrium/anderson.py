@@ -22,7 +22,7 @@ _MAX_RATE = 0.999
 # Anderson mixing that has not halved its step in this many iterations has
 # stalled (on real data it then wanders for thousands of steps without
 # converging); it stops so that the free-phase fallback to the dynamics takes
-# over (see `holoode._learning.base.solve_free`).
+# over (see `holoode._equilibrium.batched.solve_free`).
 _PATIENCE = 300
 
 

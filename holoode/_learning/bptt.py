@@ -2,17 +2,12 @@
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 
+from .._equilibrium.batched import initial_states, solve_batch
 from .._misc import real_dtype, stop_gradient, tree_dtype
-from .base import (
-    AbstractLearningRule,
-    free_loss,
-    initial_states,
-    make_info,
-    parameters,
-    solve_batch,
-)
+from .._model import parameters
+from .._solution import Info
+from .base import AbstractLearningRule, free_loss
 
 
 class BackpropThroughTime(AbstractLearningRule):
@@ -39,4 +34,4 @@ class BackpropThroughTime(AbstractLearningRule):
 
         (loss, sol), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         sol = stop_gradient(sol)
-        return grads, make_info(jnp.asarray(loss), [sol], grads)
+        return grads, Info.from_equilibria(loss, [sol], grads)

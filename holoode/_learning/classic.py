@@ -8,19 +8,17 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
+from .._equilibrium.batched import initial_states, solve_free, solve_points
 from .._misc import real_dtype, stop_gradient, tree_dtype
+from .._model import parameters
 from .._noise import NeuronNoise
+from .._solution import Info
 from .base import (
     AbstractLearningRule,
     add_noise,
     as_beta,
     concrete,
     free_loss,
-    initial_states,
-    make_info,
-    parameters,
-    solve_free,
-    solve_points,
     weighted_signal,
 )
 
@@ -97,4 +95,4 @@ class ClassicEP(AbstractLearningRule):
         signal = weighted_signal(model, states, x, y, cost, all_betas, weights)
         grads = jtu.tree_map(lambda s: s[0], signal)
         loss = free_loss(model, free.value, x, y, cost)
-        return grads, make_info(loss, [free, nudged], grads, noise_finite=finite)
+        return grads, Info.from_equilibria(loss, [free, nudged], grads, finite=finite)

@@ -9,37 +9,29 @@ import jax.tree_util as jtu
 
 from .._equilibrium import SteadyStateODE
 from .._equilibrium.base import complex_checked, merge, split
+from .._equilibrium.batched import initial_states
 from .._misc import (
     complex_dtype,
     real_dtype,
     stop_gradient,
-    tree_astype,
     tree_dtype,
     tree_isfinite,
     tree_norm,
     tree_rms,
 )
-from .._model import holomorphic_grad
+from .._model import learning_signal, parameters
 from .._noise import NeuronNoise
-from .._solution import Equilibrium, RESULTS
-from .base import (
-    AbstractLearningRule,
-    as_beta,
-    concrete,
-    free_loss,
-    initial_states,
-    make_info,
-    parameters,
-    real_scalar,
-)
+from .._solution import Equilibrium, Info, RESULTS
+from .base import AbstractLearningRule, as_beta, concrete, free_loss, real_scalar
 
 
 class _Driven(eqx.Module):
     """The batch's neurons under the rotating teaching signal `β(t) = |β| e^{iωt}`.
 
-    Only the neurons are integrated: the learning signal is read off their state at
-    sample times (`_signal`), so the step-size control and the Runge–Kutta stages
-    see the `n` neurons, not the much larger parameter vector."""
+    Only the neurons are integrated: the learning signal
+    (`holoode.learning_signal`) is read off their state at sample times, so the
+    step-size control and the Runge–Kutta stages see the `n` neurons, not the much
+    larger parameter vector."""
 
     model: eqx.Module
     x: jax.Array
@@ -59,24 +51,6 @@ class _Driven(eqx.Module):
             )
         )(u, self.x, self.y)
         return (split(du) if self.split_state else du, None)
-
-
-def _signal(model, params_c, u, x, y, cost, beta, omega, t):
-    """`∂F/∂θ(u(t), β(t)) e^{−iωt} / |β|`, averaged over the batch (complex: its
-    imaginary part measures the lag)."""
-    _, static = parameters(model)
-    phase = jnp.exp(1j * omega * t).astype(tree_dtype(u))
-    beta_t = beta * phase
-
-    def batch_energy(p):
-        m = eqx.combine(p, static)
-        energies = jax.vmap(
-            lambda u_b, x_b, y_b: m.parameter_energy(u_b, x_b, y_b, beta_t, cost)
-        )(u, x, y)
-        return jnp.mean(energies)
-
-    signal = holomorphic_grad(batch_energy, params_c)
-    return jtu.tree_map(lambda s: s * jnp.conj(phase) / beta, signal)
 
 
 class ContinuousHEP(AbstractLearningRule):
@@ -304,7 +278,9 @@ class ContinuousHEP(AbstractLearningRule):
         # The loss at the state the network reached, with the teaching signal's
         # imaginary part dropped: no free phase is ever run.
         loss = free_loss(model, jtu.tree_map(jnp.real, u_end), x, y, cost)
-        info = make_info(loss, [run_info], grads, error_estimate=error_estimate)
+        info = Info.from_equilibria(
+            loss, [run_info], grads, error_estimate=error_estimate
+        )
         # A large lag makes the estimate wrong while every solve succeeded: the
         # period is too short for the network, and the caller must be told.
         lagging = (info.result == RESULTS.successful) & (
@@ -321,7 +297,6 @@ class ContinuousHEP(AbstractLearningRule):
         params, _ = parameters(model)
         rdtype = real_dtype(tree_dtype(params))
         cdtype = complex_dtype(rdtype)
-        params_c = tree_astype(params, cdtype)
         beta = self.beta.astype(rdtype)
         omega = 2 * jnp.pi / period
         driven = _Driven(
@@ -384,7 +359,11 @@ class ContinuousHEP(AbstractLearningRule):
             u = to_complex(state[0])
             phase = jnp.exp(-1j * omega * t).astype(cdtype)
             harmonic = jtu.tree_map(lambda a: a * phase, u)
-            return _signal(model, params_c, u, x, y, cost, beta, omega, t), harmonic
+            # `∂F/∂θ(u(t), β(t)) e^{−iωt} / |β|`, averaged over the batch (complex:
+            # its imaginary part measures the lag).
+            mean = jnp.full((x.shape[0],), 1 / x.shape[0], rdtype)
+            signal = learning_signal(model, u, x, y, beta / phase, cost, mean)
+            return jtu.tree_map(lambda s: s * phase / beta, signal), harmonic
 
         def solve(t0, t1, state, solver_state, controller_state, key):
             """Integrate `[t0, t1]`; returns the new states, steps and success."""

@@ -8,7 +8,17 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
+from .._circle import (
+    circle_points,
+    decay_ratio,
+    flatten_states,
+    full_circle,
+    harmonic_norms,
+    harmonic_weights,
+    noise_floor,
+)
 from .._equilibrium import AbstractEquilibriumSolver, AndersonAcceleration
+from .._equilibrium.batched import initial_states, solve_free, solve_points
 from .._misc import (
     as_int,
     complex_dtype,
@@ -19,63 +29,17 @@ from .._misc import (
     tree_dtype,
     tree_norm,
 )
+from .._model import parameters
 from .._noise import NeuronNoise
+from .._solution import Info
 from .base import (
     AbstractLearningRule,
     add_noise,
     as_beta,
     concrete,
     free_loss,
-    initial_states,
-    make_info,
-    parameters,
-    solve_free,
-    solve_points,
     weighted_signal,
 )
-
-
-def harmonic_weights(num_points: int, harmonics, dtype):
-    """Weights `w_mk` with `c_m = Re Σ_k w_mk G_k` over the solved points only.
-
-    The full DFT is `c_m = (1/N) Σ_{k<N} G_k e^{−imφ_k}`, `φ_k = 2πk/N`. For real
-    parameters `G(β̄) = conj G(β)`, so `G_{N−k} = conj G_k` and `c_m` is real: each
-    point `0 < k < N/2` stands for its conjugate partner too and gets weight
-    `2 e^{−imφ_k}/N`; the points `k = 0` and `k = N/2` (both on the real axis)
-    get `e^{−imφ_k}/N`.
-    """
-    n = num_points
-    k = jnp.arange(n // 2 + 1)
-    phi = 2 * jnp.pi * k / n
-    paired = (k > 0) & (2 * k != n)
-    mult = jnp.where(paired, 2.0, 1.0) / n
-    m = jnp.asarray(harmonics)[:, None]
-    return (mult * jnp.exp(-1j * m * phi)).astype(dtype)
-
-
-def state_harmonics(states, num_points: int, harmonics):
-    """Norms of the harmonics `d_m = (1/N) Σ_{k<N} u_k e^{−imφ_k}` of each example's
-    state (complex: the conjugate partners are reconstructed explicitly)."""
-    n = num_points
-    k = jnp.arange(n // 2 + 1)
-    phi = 2 * jnp.pi * k / n
-    paired = (k > 0) & (2 * k != n)
-    norms = []
-    for m in harmonics:
-        direct = jnp.exp(-1j * m * phi) / n
-        partner = jnp.where(paired, jnp.exp(1j * m * phi) / n, 0.0)
-
-        def dft(u):
-            axes = tuple(range(2, u.ndim))
-            shape = (1, -1) + (1,) * len(axes)
-            d = jnp.sum(
-                u * direct.reshape(shape) + jnp.conj(u) * partner.reshape(shape), axis=1
-            )
-            return jnp.sum(jnp.abs(d) ** 2, axis=tuple(range(1, d.ndim)))
-
-        leaves = [dft(u) for u in jtu.tree_leaves(states)]
-        norms.append(jnp.sqrt(sum(leaves)))
-    return norms
 
 
 class HolomorphicEP(AbstractLearningRule):
@@ -175,8 +139,7 @@ class HolomorphicEP(AbstractLearningRule):
         free = solve_free(solver, model, x, y, cost, initial_states(model, x, rdtype))
         points_real = n == 2
         dtype = rdtype if points_real else complex_dtype(rdtype)
-        k = jnp.arange(n // 2 + 1)
-        betas = beta * jnp.exp(2j * jnp.pi * k / n)
+        betas = circle_points(beta, n)
         betas = jnp.real(betas).astype(dtype) if points_real else betas.astype(dtype)
         u_start = tree_astype(free.value, dtype)
         nudged = solve_points(
@@ -198,59 +161,38 @@ class HolomorphicEP(AbstractLearningRule):
         )
         signal = weighted_signal(model, states, x, y, cost, all_betas, weights_all)
         grads = jtu.tree_map(lambda s: s[0] / beta, signal)
-        if n >= 3:
-            c1 = tree_norm(jtu.tree_map(lambda s: s[0], signal))
-            c_last = tree_norm(jtu.tree_map(lambda s: s[1], signal))
-            # The first harmonic the samples alias onto the gradient is at least as
-            # large as harmonic N−1 scaled by the decay: `(c_{N−1}/c_1)^{N/(N−2)}`
-            # if the decay is geometric. Near the radius it is not, so the
-            # unextrapolated ratio `c_{N−1}/c_1` is reported: an over-estimate by
-            # `(R/|β|)²` far inside the disc, never an under-estimate near its edge.
-            aliasing = c_last / c1
-            d1, d_last = state_harmonics(nudged.value, n, [1, n - 1])
-            # Harmonics below the equilibria's own accuracy are noise, not signal.
-            rtol, atol = solver.tolerances(free.value)
-            leaves = jtu.tree_leaves(free.value)
-            size = sum(math.prod(u.shape[1:]) for u in leaves)
-            u_norm = jnp.sqrt(
-                sum(
-                    jnp.sum(jnp.abs(u) ** 2, axis=tuple(range(1, u.ndim)))
-                    for u in leaves
-                )
-            )
-            # A solver stopping on its step size leaves errors of several times its
-            # tolerance, hence the factor 10; a response within 10× of that noise
-            # carries no information about the radius and is not judged.
-            floor = 10 * ((100 * eps(rdtype) + rtol) * u_norm + atol * math.sqrt(size))
-            # A response below the noise but a large aliased harmonic means the
-            # circle is far outside the analytic disc: never report that as safe.
-            radius_ratio = jnp.where(
-                d1 > 10 * floor,
-                (jnp.maximum(d_last, floor) / jnp.maximum(d1, floor)) ** (1 / (n - 2)),
-                jnp.where(d_last > 10 * floor, jnp.inf, 0.0),
-            )
-            continuation_ok = jnp.all(radius_ratio < self.max_radius_ratio)
-            circle_lost = jnp.any(radius_ratio >= self.max_radius_ratio)
-            # Equilibria within their tolerance (`floor / 10`) of the truth move
-            # the gradient by about that much relative to the states' response
-            # to β (their first harmonic).
-            solve_error = jnp.sum(floor) / 10 / jnp.maximum(jnp.sum(d1), eps(rdtype))
-            # Every harmonic `1 + jN` aliases onto the first: the series
-            # `Σ_j r^{jN}` sums to `1/(1 − r^N)` for the worst example's `r`.
-            r = jnp.nan_to_num(jnp.max(radius_ratio), nan=0.0, posinf=1.0)
-            series = 1 / (1 - jnp.minimum(r, 0.99) ** n)
-            error_estimate = jnp.maximum(aliasing * series, solve_error)
-        else:
-            error_estimate = radius_ratio = None
-            continuation_ok, circle_lost = True, False
         loss = free_loss(model, free.value, x, y, cost)
-        return grads, make_info(
+        if n < 3:
+            return grads, Info.from_equilibria(
+                loss, [free, nudged], grads, finite=finite
+            )
+        c1 = tree_norm(jtu.tree_map(lambda s: s[0], signal))
+        c_last = tree_norm(jtu.tree_map(lambda s: s[1], signal))
+        # The first harmonic the samples alias onto the gradient is at least as
+        # large as harmonic N−1 scaled by the decay: `(c_{N−1}/c_1)^{N/(N−2)}` if
+        # the decay is geometric. Near the radius it is not, so the
+        # unextrapolated ratio `c_{N−1}/c_1` is reported: an over-estimate by
+        # `(R/|β|)²` far inside the disc, never an under-estimate near its edge.
+        aliasing = c_last / c1
+        circle = full_circle(flatten_states(nudged.value, 2), n)
+        d1, d_last = harmonic_norms(circle, n, [1, n - 1])
+        # Harmonics below the equilibria's own accuracy are noise, not signal.
+        floor = noise_floor(solver, flatten_states(free.value, 1))
+        radius_ratio, _ = decay_ratio(d1, d_last, floor, n - 2)
+        # Equilibria within their tolerance (`floor / 10`) of the truth move the
+        # gradient by about that much relative to the states' response to β
+        # (their first harmonic).
+        solve_error = jnp.sum(floor) / 10 / jnp.maximum(jnp.sum(d1), eps(rdtype))
+        # Every harmonic `1 + jN` aliases onto the first: the series `Σ_j r^{jN}`
+        # sums to `1/(1 − r^N)` for the worst example's `r`.
+        r = jnp.nan_to_num(jnp.max(radius_ratio), nan=0.0, posinf=1.0)
+        series = 1 / (1 - jnp.minimum(r, 0.99) ** n)
+        return grads, Info.from_equilibria(
             loss,
             [free, nudged],
             grads,
-            error_estimate=error_estimate,
+            error_estimate=jnp.maximum(aliasing * series, solve_error),
             radius_ratio=radius_ratio,
-            continuation_ok=continuation_ok,
-            noise_finite=finite,
-            circle_lost=circle_lost,
+            max_radius_ratio=self.max_radius_ratio,
+            finite=finite,
         )

@@ -6,15 +6,11 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import lineax as lx
 
+from .._equilibrium.batched import initial_states, solve_free
 from .._misc import default_tolerance, real_dtype, stop_gradient, tree_dtype
-from .base import (
-    AbstractLearningRule,
-    free_loss,
-    initial_states,
-    make_info,
-    parameters,
-    solve_free,
-)
+from .._model import parameters
+from .._solution import Info
+from .base import AbstractLearningRule, free_loss
 
 
 class ImplicitDifferentiation(AbstractLearningRule):
@@ -82,4 +78,4 @@ class ImplicitDifferentiation(AbstractLearningRule):
             lambda g: jnp.where(jnp.all(adjoint_ok), g, jnp.nan), grads
         )
         loss = free_loss(model_ng, free.value, x, y, cost)
-        return grads, make_info(loss, [free], grads)
+        return grads, Info.from_equilibria(loss, [free], grads)

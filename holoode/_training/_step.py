@@ -11,9 +11,9 @@ import jax.random as jr
 import jax.tree_util as jtu
 
 from .._costs import CrossEntropy
+from .._equilibrium.batched import initial_states, solve_batch
 from .._gradient import gradient
 from .._learning import HolomorphicEP
-from .._learning.base import initial_states, solve_batch
 from .._misc import tree_isfinite
 from .._online import online_plasticity
 from .._solution import RESULTS

@@ -1,0 +1,206 @@
+"""Equilibria of a batch: at one β, at several β (points of a circle), and the
+free equilibria checked for stability. Every learning rule and diagnostic solves
+through these functions; a new rule is built on them (see the documentation's
+"Extending holoode")."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import Array, ArrayLike, PyTree
+
+from .._costs import AbstractCost
+from .._misc import real_dtype, tree_astype, tree_dtype, tree_norm, tree_vdot
+from .._model import AbstractEquilibriumModel, parameters
+from .._solution import Equilibrium, RESULTS
+from .base import AbstractEquilibriumSolver
+from .ode import SteadyStateODE
+from .stable import unstable_direction
+
+
+def initial_states(model: AbstractEquilibriumModel, x: Array, dtype=None) -> PyTree:
+    """The model's `init_state` for each example of a batch (leading axis of `x`),
+    cast to `dtype` (default: the real dtype of the model's parameters)."""
+    if dtype is None:
+        dtype = real_dtype(tree_dtype(parameters(model)[0]))
+    return tree_astype(jax.vmap(model.init_state)(x), dtype)
+
+
+def solve_batch(
+    solver: AbstractEquilibriumSolver,
+    model: AbstractEquilibriumModel,
+    x: Array,
+    y: Array,
+    cost: AbstractCost,
+    beta: ArrayLike,
+    u0: PyTree,
+    *,
+    differentiable: bool = False,
+) -> Equilibrium:
+    """Equilibria of a batch (leading axis of `x`, `y`, `u0`) at one `beta` (real
+    or complex), each solved by `solver` from its own `u0`, all in one `vmap`.
+
+    `differentiable=True` lets reverse-mode gradients flow through the solver's
+    iterations (backpropagation through time); otherwise the caller stops
+    gradients. The result's fields carry the batch axis; nothing is raised: read
+    `result` (a `holoode.RESULTS` per example)."""
+
+    def one(x_b, y_b, u0_b):
+        field = eqx.Partial(model.vector_field, x=x_b, y=y_b, beta=beta, cost=cost)
+        return solver.solve(field, u0_b, differentiable=differentiable)
+
+    return jax.vmap(one)(x, y, u0)
+
+
+def solve_free(
+    solver: AbstractEquilibriumSolver,
+    model: AbstractEquilibriumModel,
+    x: Array,
+    y: Array,
+    cost: AbstractCost,
+    u0: PyTree,
+) -> Equilibrium:
+    """Free equilibria (β = 0) of a batch, each a *stable* equilibrium.
+
+    Root finders and Anderson acceleration converge to any zero of the vector
+    field, and can stall; on real data (the paper's MNIST network, see
+    `benchmarks/saddles.py`) Anderson settles on a saddle the network's dynamics
+    would leave for some images, and stalls for others. Each solution is checked
+    (`holoode._equilibrium.stable`). Where one is proved unstable, the dynamics
+    (`SteadyStateODE`) are run from it, pushed a little along its unstable
+    direction (the side facing the initial state); where the solver stopped at
+    `max_steps`, they are run from the initial state. The state they reach is
+    refined by `solver`. A state still unstable after that, or a saddle the
+    dynamics could not leave for a stable state (they diverge where the energy
+    is unbounded below), gets `RESULTS.unstable_equilibrium`; a stalled solve
+    that still does not converge keeps its code. When `solver` is itself a
+    `SteadyStateODE`, it restarts from the pushed saddles directly, and a solve
+    stopped at `max_steps` keeps its code.
+
+    The solve and the check are one compiled body run in a `lax.while_loop`:
+    once from `u0`, and a second time, on the whole batch, only when some
+    example needs it. Under a `vmap` of the whole call the loop and the branch
+    become selects, so both passes, and the dynamics in each, always run: call
+    it on a batch rather than `vmap` it. `num_steps` counts the steps of all
+    solves.
+    """
+    follows_dynamics = isinstance(solver, SteadyStateODE)
+
+    def solve_and_check(start):
+        sol = solve_batch(solver, model, x, y, cost, 0.0, start)
+        unstable, direction = jax.vmap(
+            lambda u, x_b: unstable_direction(model, u, x_b)
+        )(sol.value, x)
+        return sol, unstable & (sol.result == RESULTS.successful), direction
+
+    def escape(sol, unstable, stalled, direction):
+        """Where the dynamics start: a saddle pushed 1% along its unstable
+        direction, on the side facing the initial state; a stalled solve's
+        initial state; the solution itself elsewhere."""
+
+        def one(u, d, u_init, bad, stuck):
+            scale = 0.01 * jnp.maximum(tree_norm(u), 1.0)
+            side = jnp.sign(tree_vdot(d, jtu.tree_map(jnp.subtract, u_init, u)))
+            side = jnp.where(side == 0, 1.0, side)
+            return jtu.tree_map(
+                lambda a, b, c: jnp.where(
+                    stuck, c, jnp.where(bad, a + side * scale * b, a)
+                ),
+                u,
+                d,
+                u_init,
+            )
+
+        starts = jax.vmap(one)(sol.value, direction, u0, unstable, stalled)
+        if follows_dynamics:
+            no_steps = jnp.zeros_like(sol.num_steps)
+            return eqx.tree_at(
+                lambda s: (s.value, s.num_steps), sol, (starts, no_steps)
+            )
+        # The dynamics only have to reach the stable state's basin: `solver`
+        # refines.
+        ode = SteadyStateODE(rtol=1e-5, atol=1e-5)
+        return solve_batch(ode, model, x, y, cost, 0.0, starts)
+
+    def like(tree, reference):
+        return jtu.tree_map(lambda a, b: a.astype(b.dtype), tree, reference)
+
+    # Two passes of one compiled body (the solver and the check are compiled
+    # once): the solve from `u0`, then, only if some example needs it, the solve
+    # from where the dynamics lead.
+    def again(carry):
+        passes, _, unstable, stalled, _ = carry
+        return (passes == 0) | ((passes == 1) & jnp.any(unstable | stalled))
+
+    def body(carry):
+        passes, sol, unstable, stalled, direction = carry
+        relaxed = jax.lax.cond(
+            passes == 0,
+            lambda: eqx.tree_at(lambda s: s.value, sol, like(u0, sol.value)),
+            lambda: like(escape(sol, unstable, stalled, direction), sol),
+        )
+        new, new_unstable, new_direction = solve_and_check(relaxed.value)
+        redo = (passes == 0) | unstable | stalled
+        # A saddle the dynamics could not leave for a stable state keeps its
+        # (finite) state, marked unstable below.
+        lost = unstable & (new.result != RESULTS.successful)
+        steps = jnp.where(passes == 0, 0, sol.num_steps + relaxed.num_steps)
+        new = eqx.tree_at(lambda s: s.num_steps, new, steps + new.num_steps)
+        keep = redo & ~lost
+        merged = jtu.tree_map(
+            lambda a, b: jnp.where(_rows(keep, a), a, b).astype(b.dtype), new, sol
+        )
+        unstable = jnp.where(redo, new_unstable | lost, unstable)
+        stalled = (passes == 0) & (new.result == RESULTS.max_steps_reached)
+        stalled = stalled & (not follows_dynamics)
+        return passes + 1, merged, unstable, stalled, new_direction
+
+    blank = jax.eval_shape(lambda: solve_and_check(u0))
+    blank = jtu.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), blank)
+    sol, unstable, direction = blank
+    _, sol, unstable, _, _ = jax.lax.while_loop(
+        again,
+        body,
+        (jnp.zeros((), jnp.int32), sol, unstable, unstable, direction),
+    )
+
+    def mark(bad, result):
+        return RESULTS.where(bad, RESULTS.unstable_equilibrium, result)
+
+    return eqx.tree_at(lambda s: s.result, sol, jax.vmap(mark)(unstable, sol.result))
+
+
+def _rows(mask, a):
+    """`mask` (batch,) broadcast against `a` (batch, ...)."""
+    return mask.reshape(mask.shape + (1,) * (a.ndim - 1))
+
+
+def solve_points(
+    solver: AbstractEquilibriumSolver,
+    model: AbstractEquilibriumModel,
+    x: Array,
+    y: Array,
+    cost: AbstractCost,
+    betas: Array,
+    u0: PyTree,
+    *,
+    chain: bool,
+) -> Equilibrium:
+    """Equilibria at several `betas`, shaped `(batch, points, ...)`.
+
+    If `chain` is `False` every point starts from `u0` and all points are solved in
+    one `vmap`; if `True` they are solved one after another (`lax.scan`), each
+    starting from the previous one's equilibrium (a warm start along the circle).
+    """
+    if not chain:
+        sols = jax.vmap(
+            lambda b: solve_batch(solver, model, x, y, cost, b, u0), out_axes=1
+        )(betas)
+        return sols
+
+    def step(u_prev, b):
+        sol = solve_batch(solver, model, x, y, cost, b, u_prev)
+        return sol.value, sol
+
+    _, sols = jax.lax.scan(step, u0, betas)
+    return jtu.tree_map(lambda a: jnp.swapaxes(a, 0, 1), sols)
