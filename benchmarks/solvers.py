@@ -79,8 +79,6 @@ import lineax as lx
 import numpy as np
 import optimistix as optx
 
-from holoode._misc import tree_rms
-
 
 BETA = 0.1
 PERIOD = 100.0
@@ -106,11 +104,13 @@ def make_solver(name: str, tol: float):
         "Kvaerno5": lambda: ode(
             solver=dfx.Kvaerno5(),
             split_complex=True,
-            stepsize_controller=dfx.PIDController(rtol=1e-4, atol=1e-4, norm=tree_rms),
+            stepsize_controller=dfx.PIDController(
+                rtol=1e-4, atol=1e-4, norm=optx.rms_norm
+            ),
         ),
         "Newton": lambda: holoode.RootFind(),
         "Chord": lambda: holoode.RootFind(
-            solver=optx.Chord(rtol=tol, atol=tol, norm=tree_rms)
+            solver=optx.Chord(rtol=tol, atol=tol, norm=optx.rms_norm)
         ),
         "FixedPoint": lambda: holoode.FixedPointIteration(),
         "Anderson": lambda: holoode.AndersonAcceleration(),

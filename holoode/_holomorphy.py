@@ -9,7 +9,13 @@ import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
 from ._costs import AbstractCost
-from ._misc import complex_dtype, real_dtype, tree_astype, tree_dtype
+from ._misc import (
+    complex_dtype,
+    default_tolerance,
+    real_dtype,
+    tree_astype,
+    tree_dtype,
+)
 from ._model import (
     AbstractEnergyModel,
     AbstractEquilibriumModel,
@@ -227,7 +233,7 @@ def check_holomorphic(
     key = jr.key(0) if key is None else key
     params = eqx.filter(model, eqx.is_inexact_array)
     rdtype = real_dtype(tree_dtype(params))
-    rtol = (1e-6 if rdtype == jnp.float64 else 1e-2) if rtol is None else rtol
+    rtol = default_tolerance(rdtype, "holomorphy") if rtol is None else rtol
     x = jnp.asarray(x)
     _check_example(model, x, y, cost)
     n_state = len(jtu.tree_leaves(jax.eval_shape(model.init_state, x)))

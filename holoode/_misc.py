@@ -54,20 +54,26 @@ def tree_vdot(a: PyTree, b: PyTree) -> Array:
     )
 
 
-def tree_rms(tree: PyTree) -> Array:
-    """The root-mean-square of all leaves of `tree` together (complex-aware)."""
-    leaves = jtu.tree_leaves(tree)
-    size = sum(jnp.size(x) for x in leaves)
-    return tree_norm(tree) / jnp.sqrt(max(size, 1))
+# Every default tolerance, by purpose: (64-bit, 32-bit).
+# - "equilibrium": the distance to the equilibrium (solvers, adjoint solves):
+#   float64 results are limited by it only at ~1e-10; 1e-6 is reachable above
+#   float32 round-off (eps ~ 1.2e-7) and keeps holomorphic EP's default within
+#   1e-2 of the exact gradient on the paper's MNIST network.
+# - "continuation": `stability_map`'s allowed mismatch between a state found and
+#   the analytic continuation's prediction, on top of the prediction's error.
+# - "holomorphy": `check_holomorphic`'s allowed relative mismatch between a
+#   directional derivative and its finite-difference estimate.
+TOLERANCES = {
+    "equilibrium": (1e-10, 1e-6),
+    "continuation": (1e-6, 1e-3),
+    "holomorphy": (1e-6, 1e-2),
+}
 
 
-def default_tolerance(dtype) -> float:
-    """Default equilibrium tolerance (on the distance to the equilibrium): tight
-    enough that float64 results are limited by it only at ~1e-10; in float32
-    1e-6, reachable above round-off (eps ~ 1.2e-7) and tight enough for
-    holomorphic EP's default to be within 1e-2 of the exact gradient on the
-    paper's MNIST network (`benchmarks/core_speed.py`)."""
-    return 1e-10 if real_dtype(dtype) == jnp.float64 else 1e-6
+def default_tolerance(dtype, purpose: str = "equilibrium") -> float:
+    """The default tolerance for `purpose` (a key of `TOLERANCES`) in `dtype`."""
+    wide, narrow = TOLERANCES[purpose]
+    return wide if real_dtype(dtype) == jnp.float64 else narrow
 
 
 def eps(dtype) -> float:

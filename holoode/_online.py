@@ -4,11 +4,12 @@ import diffrax as dfx
 import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import optimistix as optx
 from jaxtyping import Array, PyTree
 
 from ._costs import AbstractCost
 from ._equilibrium.base import complex_checked
-from ._misc import complex_dtype, real_dtype, tree_astype, tree_dtype, tree_rms
+from ._misc import complex_dtype, real_dtype, tree_astype, tree_dtype
 from ._model import AbstractEquilibriumModel, learning_signal, parameters
 
 
@@ -129,7 +130,7 @@ def online_plasticity(
             dt0=None,
             y0=y0,
             stepsize_controller=dfx.PIDController(
-                rtol=rtol, atol=atol, norm=tree_rms, jump_ts=switches
+                rtol=rtol, atol=atol, norm=optx.rms_norm, jump_ts=switches
             ),
             saveat=dfx.SaveAt(t1=True),
             adjoint=dfx.ForwardMode(),  # never differentiated: a plain while loop

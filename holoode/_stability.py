@@ -20,7 +20,14 @@ from ._circle import (
 from ._costs import AbstractCost
 from ._equilibrium import AbstractEquilibriumSolver, SteadyStateODE
 from ._equilibrium.batched import initial_states, solve_batch, solve_points
-from ._misc import complex_dtype, eps, real_dtype, tree_astype, tree_dtype
+from ._misc import (
+    complex_dtype,
+    default_tolerance,
+    eps,
+    real_dtype,
+    tree_astype,
+    tree_dtype,
+)
 from ._model import AbstractEquilibriumModel, parameters
 from ._solution import RESULTS
 
@@ -313,7 +320,7 @@ def stability_map(
         radii = jnp.linspace(top / num_radii, top, num_radii)
     radii = jnp.sort(jnp.asarray(radii, rdtype).reshape(-1))
     if rtol is None:
-        rtol = 1e-6 if rdtype == jnp.float64 else 1e-3
+        rtol = default_tolerance(rdtype, "continuation")
     return _stability_map(model, x, y, cost, solver, betas, radii, num_points, rtol)
 
 

@@ -4,6 +4,7 @@ their real/imaginary split."""
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import optimistix as optx
 import pytest
 
 import holoode as ho
@@ -124,3 +125,12 @@ def test_anderson_gives_up_on_a_stalled_solve():
     )
     assert sol.result == ho.RESULTS.max_steps_reached
     assert 300 <= int(sol.num_steps) <= 310
+
+
+def test_root_find_reports_the_tolerances_of_the_solver_it_runs():
+    u = jnp.zeros(3, jnp.float64)
+    assert ho.RootFind().tolerances(u) == (1e-10, 1e-10)
+    chord = ho.RootFind(solver=optx.Chord(rtol=1e-3, atol=1e-4))
+    assert chord.tolerances(u) == (1e-3, 1e-4)
+    with pytest.raises(ValueError, match="its own tolerances apply"):
+        ho.RootFind(rtol=1e-6, solver=optx.Chord(rtol=1e-3, atol=1e-4))

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optimistix as optx
 from jaxtyping import Array, Float, Inexact, Int, PyTree, Scalar
 
-from .._misc import as_int, eps, real_dtype, tree_rms
+from .._misc import as_int, eps, real_dtype
 from .base import AbstractEquilibriumSolver, optimistix_solve
 
 
@@ -71,7 +71,7 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
 
     rtol: float
     atol: float
-    norm: Callable[[PyTree], Scalar] = tree_rms
+    norm: Callable[[PyTree], Scalar] = optx.rms_norm
     memory: int = 5
     regularisation: float = 1e-8
 
@@ -285,7 +285,7 @@ class AndersonAcceleration(AbstractEquilibriumSolver):
         solver = FixedPointLoop(
             rtol=rtol,
             atol=atol,
-            norm=tree_rms,
+            norm=optx.rms_norm,
             memory=self.memory,
             regularisation=self.regularisation,
         )

@@ -13,7 +13,7 @@ import jax.tree_util as jtu
 import optimistix as optx
 from jaxtyping import Array, Bool, Int, PyTree
 
-from .._misc import default_tolerance, tree_dtype, tree_rms
+from .._misc import default_tolerance, tree_dtype
 from .._solution import Equilibrium, RESULTS
 
 
@@ -185,7 +185,7 @@ def finish(
     success: Bool[Array, ""],
 ) -> Equilibrium:
     """Package a solver's output, classifying failures."""
-    residual = tree_rms(vector_field(value))
+    residual = optx.rms_norm(vector_field(value))
     finite = jnp.all(
         jnp.array([jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(value)])
     ) & jnp.isfinite(residual)

@@ -4,7 +4,7 @@ import equinox as eqx
 import jax.tree_util as jtu
 import optimistix as optx
 
-from .._misc import as_int, tree_rms
+from .._misc import as_int
 from .anderson import FixedPointLoop
 from .base import AbstractEquilibriumSolver, optimistix_solve
 
@@ -54,7 +54,7 @@ class FixedPointIteration(AbstractEquilibriumSolver):
         return optimistix_solve(
             optx.fixed_point,
             update,
-            FixedPointLoop(rtol=rtol, atol=atol, norm=tree_rms, memory=1),
+            FixedPointLoop(rtol=rtol, atol=atol, norm=optx.rms_norm, memory=1),
             vector_field,
             u0,
             split_complex=self.split_complex,

@@ -5,8 +5,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import optimistix as optx
 
-from .._misc import as_int, tree_rms, tree_vdot
+from .._misc import as_int, tree_vdot
 from .base import AbstractEquilibriumSolver, complex_checked, finish, real_view
 
 
@@ -28,7 +29,7 @@ def _near_equilibrium(rtol, atol):
         fjf = tree_vdot(f, jf)
         rate = jnp.abs(fjf) / jnp.where(ff > 0, ff, 1)
         rate = jnp.clip(jnp.nan_to_num(rate, nan=_MIN_RATE), _MIN_RATE, 1.0)
-        return tree_rms(f) / rate < atol + rtol * tree_rms(y)
+        return optx.rms_norm(f) / rate < atol + rtol * optx.rms_norm(y)
 
     return cond_fn
 
@@ -82,7 +83,7 @@ class SteadyStateODE(AbstractEquilibriumSolver):
         rtol, atol = self.tolerances(u0)
         field, y0, to_state = real_view(vector_field, u0, self.split_complex)
         controller = (
-            dfx.PIDController(rtol=rtol, atol=atol, norm=tree_rms)
+            dfx.PIDController(rtol=rtol, atol=atol, norm=optx.rms_norm)
             if self.stepsize_controller is None
             else self.stepsize_controller
         )

@@ -3,7 +3,7 @@
 import equinox as eqx
 import optimistix as optx
 
-from .._misc import as_int, tree_rms
+from .._misc import as_int
 from .base import AbstractEquilibriumSolver, optimistix_solve
 
 
@@ -21,8 +21,10 @@ class RootFind(AbstractEquilibriumSolver):
     - `rtol`, `atol`: tolerances (`None`: the dtype's default).
     - `max_steps`: at most this many iterations.
     - `split_complex`: solve complex states as real pairs `(Re u, Im u)`.
-    - `solver`: an `optx.AbstractRootFinder` to use instead of Newton (its own
-      tolerances then apply), e.g. `optx.Chord(rtol, atol)`.
+    - `solver`: an `optx.AbstractRootFinder` to use instead of Newton, e.g.
+      `optx.Chord(rtol, atol)`. Its own tolerances then apply, and `tolerances`
+      (from which the diagnostics judge what is noise) reports them; leave
+      `rtol`/`atol` of `RootFind` at `None`.
     """
 
     rtol: float | None = None
@@ -31,10 +33,23 @@ class RootFind(AbstractEquilibriumSolver):
     split_complex: bool = False
     solver: optx.AbstractRootFinder | None = None
 
+    def __check_init__(self):
+        if self.solver is not None and (self.rtol, self.atol) != (None, None):
+            raise ValueError(
+                "RootFind(rtol=..., atol=..., solver=...): with a `solver` its own "
+                "tolerances apply; set them there, e.g. "
+                "`RootFind(solver=optx.Chord(rtol=1e-6, atol=1e-6))`."
+            )
+
+    def tolerances(self, u0):
+        if self.solver is None:
+            return super().tolerances(u0)
+        return self.solver.rtol, self.solver.atol
+
     def solve(self, vector_field, u0, *, differentiable):
         if self.solver is None:
             rtol, atol = self.tolerances(u0)
-            solver = optx.Newton(rtol=rtol, atol=atol, norm=tree_rms)
+            solver = optx.Newton(rtol=rtol, atol=atol, norm=optx.rms_norm)
         else:
             solver = self.solver
         return optimistix_solve(

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
+import optimistix as optx
 
 from .._equilibrium import SteadyStateODE
 from .._equilibrium.base import complex_checked, merge, split
@@ -17,7 +18,6 @@ from .._misc import (
     tree_dtype,
     tree_isfinite,
     tree_norm,
-    tree_rms,
 )
 from .._model import learning_signal, parameters
 from .._noise import NeuronNoise
@@ -264,7 +264,7 @@ class ContinuousHEP(AbstractLearningRule):
         cdtype = jtu.tree_leaves(u_end)[0].dtype
         beta_end = (self.beta * jnp.exp(1j * omega * t_end)).astype(cdtype)
         residual = jax.vmap(
-            lambda u_b, x_b, y_b: tree_rms(
+            lambda u_b, x_b, y_b: optx.rms_norm(
                 model.vector_field(u_b, x_b, y_b, beta_end, cost)
             )
         )(u_end, x, y)
@@ -312,7 +312,7 @@ class ContinuousHEP(AbstractLearningRule):
         if self.noise is None:
             rtol, atol = solver.tolerances(u0)
             controller = (
-                dfx.PIDController(rtol=rtol, atol=atol, norm=tree_rms)
+                dfx.PIDController(rtol=rtol, atol=atol, norm=optx.rms_norm)
                 if solver.stepsize_controller is None
                 else solver.stepsize_controller
             )
