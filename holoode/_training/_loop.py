@@ -258,13 +258,13 @@ def train(
                     "waits for it) ...")  # fmt: skip
                 start = time.perf_counter()
             new = step_fn(rule, model, opt_state, scales, x, y, key)
-            model, opt_state, key = new[:3]
-            loss, code = float(new[3]), int(new[4])
+            model, opt_state, key = new.model, new.opt_state, new.key
+            loss, code = float(new.loss), int(new.code)
             if not compiled:
                 compiled = True
                 say(f"compiled and ran the first step in "
                     f"{time.perf_counter() - start:.1f} s")  # fmt: skip
-            _tally(pos, loss, code, int(new[5]))
+            _tally(pos, loss, code, int(new.halvings))
             skipped = sum(pos["skips"].values())
             running = pos["loss_sum"] / pos["loss_count"] if pos["loss_count"] else loss
             bar.update(running, shown, skipped)

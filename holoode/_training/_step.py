@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import diffrax as dfx
 import equinox as eqx
@@ -9,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
+from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from .._costs import CrossEntropy
 from .._equilibrium.batched import initial_states, solve_batch
@@ -19,6 +21,19 @@ from .._online import online_plasticity
 from .._solution import RESULTS
 from . import _build
 from ._config import TrainConfig
+
+
+class StepResult(NamedTuple):
+    """What one training step returns. If `code` (a `RESULTS` index) is not 0,
+    `model` and `opt_state` are the ones the step received; `halvings` is how
+    often `|β|` was halved (`beta_backoff`)."""
+
+    model: eqx.Module
+    opt_state: PyTree
+    key: PRNGKeyArray
+    loss: Array
+    code: Array
+    halvings: Array
 
 
 def _keep_if(ok, new, old):
@@ -49,10 +64,7 @@ class Plan(eqx.Module):
     optimizer: object = eqx.field(static=True)
 
     def step(self, rule, model, opt_state, scales, x, y, key):
-        """One update with `rule` (`None`: online plasticity). Returns `(model,
-        opt_state, key, loss, result_code, halvings)`; if the result is not
-        successful, model and optimiser state are returned unchanged; `halvings`
-        is how often `|β|` was halved (`beta_backoff`)."""
+        """One update with `rule` (`None`: online plasticity): a `StepResult`."""
         key, sub = jr.split(key)
         x = _build.prepare(self.config, x)
         if rule is None:
@@ -66,7 +78,9 @@ class Plan(eqx.Module):
         )
         model = _keep_if(ok, new_model, model)
         opt_state = _keep_if(ok, new_state, opt_state)
-        return model, opt_state, key, info.loss, info.result._value, halvings
+        return StepResult(
+            model, opt_state, key, info.loss, info.result._value, halvings
+        )
 
     def _gradient(self, rule, model, x, y, key):
         """The rule's gradient; for holomorphic EP with `beta_backoff`, retried with
@@ -116,7 +130,8 @@ class Plan(eqx.Module):
         code = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite_gradient)
         code = RESULTS.where(solved, code, RESULTS.max_steps_reached)
         model = _keep_if(solved & finite, new_model, model)
-        return model, opt_state, key, loss, code._value, jnp.zeros((), jnp.int32)
+        no_halvings = jnp.zeros((), jnp.int32)
+        return StepResult(model, opt_state, key, loss, code._value, no_halvings)
 
     def _free(self, model, x, y):
         """Logits at the free equilibrium and whether each equilibrium was reached."""
