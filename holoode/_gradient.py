@@ -218,7 +218,13 @@ def _advice(name: str, rule, solver) -> str:
     """Advice that depends on the rule and the solver in use, so that a message never
     suggests what is already there."""
     extra = ""
-    if name == "max_steps_reached" and not isinstance(solver, RootFind):
+    if isinstance(rule, ContinuousHEP) and name == "max_steps_reached":
+        extra += (
+            " ContinuousHEP integrates one run (warm-up and every period) within "
+            "the solver's `max_steps`: raise it, e.g. "
+            "`holoode.SteadyStateODE(max_steps=100_000)`."
+        )
+    elif name == "max_steps_reached" and not isinstance(solver, RootFind):
         extra += (
             " A Newton solver often converges in fewer steps: `holoode.RootFind()`."
         )

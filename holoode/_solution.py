@@ -63,6 +63,15 @@ class RESULTS(eqx.Enumeration):
         "finite parameters; `holoode.gradient` names the culprit when called on "
         "concrete (not traced) arrays."
     )
+    adjoint_failed = (
+        "The adjoint linear solve of implicit differentiation, `(∂f/∂u)ᵀ λ = "
+        "∂C/∂u` at the free equilibrium, did not converge: the iterative solver "
+        "ran out of steps, or the Jacobian is singular or badly conditioned there "
+        "(a degenerate equilibrium). Fix: for small states solve it directly, "
+        "`ImplicitDifferentiation(linear_solver=lineax.LU())`; otherwise give "
+        "GMRES more steps, e.g. `lineax.GMRES(rtol, atol, restart=100, "
+        "max_steps=5000)`."
+    )
 
 
 class Equilibrium(eqx.Module):

@@ -3,12 +3,14 @@
 import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
+import lineax as lx
 import pytest
 
 import holoode as ho
 
 from .helpers import (
     data,
+    EXACT,
     flat,
     loss,
     mlp,
@@ -16,6 +18,7 @@ from .helpers import (
     QuarticHopfield,
     random_direction,
     reference,
+    TIGHT,
 )
 
 
@@ -62,3 +65,22 @@ def test_grads_are_shaped_like_filter_grad():
     assert jtu.tree_structure(grads) == jtu.tree_structure(expected)
     for g, p in zip(jtu.tree_leaves(grads), jtu.tree_leaves(expected)):
         assert g.shape == p.shape and g.dtype == p.dtype
+
+
+def test_a_failed_adjoint_solve_is_named_not_blamed_on_the_inputs():
+    # GMRES with one step cannot solve the adjoint system of this network.
+    starved = ho.ImplicitDifferentiation(
+        linear_solver=lx.GMRES(rtol=1e-12, atol=1e-12, restart=1, max_steps=1)
+    )
+    model = mlp()
+    x, y = data()
+    grads, info = ho.gradient(
+        starved, model, x, y, cost=ho.CrossEntropy(), solver=TIGHT, throw=False
+    )
+    assert info.result == ho.RESULTS.adjoint_failed
+    assert all(bool(jnp.all(jnp.isnan(g))) for g in jtu.tree_leaves(grads))
+    with pytest.raises(Exception, match="adjoint linear solve.*lineax.LU"):
+        ho.gradient(starved, model, x, y, cost=ho.CrossEntropy(), solver=TIGHT)
+    # Solved directly, the same network's gradient is fine.
+    _, info = ho.gradient(EXACT, model, x, y, cost=ho.CrossEntropy(), solver=TIGHT)
+    assert info.result == ho.RESULTS.successful

@@ -9,7 +9,7 @@ import lineax as lx
 from .._equilibrium.batched import initial_states, solve_free
 from .._misc import default_tolerance, real_dtype, stop_gradient, tree_dtype
 from .._model import parameters
-from .._solution import Info
+from .._solution import Info, RESULTS
 from .base import AbstractLearningRule, free_loss
 
 
@@ -73,9 +73,15 @@ class ImplicitDifferentiation(AbstractLearningRule):
 
             return jnp.mean(jax.vmap(per_example)(free.value, lam, x, y))
 
-        grads = jax.grad(lagrangian)(params)
+        adjoint_ok = jnp.all(adjoint_ok)
+        # A gradient from an unconverged adjoint is NaN, never silently wrong.
         grads = jtu.tree_map(
-            lambda g: jnp.where(jnp.all(adjoint_ok), g, jnp.nan), grads
+            lambda g: jnp.where(adjoint_ok, g, jnp.nan), jax.grad(lagrangian)(params)
         )
         loss = free_loss(model_ng, free.value, x, y, cost)
-        return grads, Info.from_equilibria(loss, [free], grads)
+        info = Info.from_equilibria(loss, [free], grads)
+        # ... and reported with its cause, unless the equilibrium itself failed
+        # (which makes the adjoint system meaningless, and is said first).
+        named = ~adjoint_ok & (info.result == RESULTS.nonfinite_gradient)
+        result = RESULTS.where(named, RESULTS.adjoint_failed, info.result)
+        return grads, eqx.tree_at(lambda i: i.result, info, result)
