@@ -153,15 +153,23 @@ def solve_free(
         unstable = jnp.where(redo, new_unstable | lost, unstable)
         stalled = (passes == 0) & (new.result == RESULTS.max_steps_reached)
         stalled = stalled & (not follows_dynamics)
-        return passes + 1, merged, unstable, stalled, new_direction
+        return passes + 1, merged, unstable, stalled, like(new_direction, direction)
 
-    blank = jax.eval_shape(lambda: solve_and_check(u0))
-    blank = jtu.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), blank)
-    sol, unstable, direction = blank
+    # The loop's first carry, written out rather than found by `eval_shape` of
+    # the body (which would trace the solver and the check a second time).
+    batch = x.shape[0]
+    none = jnp.zeros((batch,), bool)
+    blank = Equilibrium(
+        value=u0,
+        num_steps=jnp.zeros((batch,), jnp.int32),
+        residual=jnp.zeros((batch,), real_dtype(tree_dtype(u0))),
+        result=jax.vmap(lambda _: RESULTS.successful)(none),
+    )
+    direction = jtu.tree_map(jnp.zeros_like, u0)
     _, sol, unstable, _, _ = jax.lax.while_loop(
         again,
         body,
-        (jnp.zeros((), jnp.int32), sol, unstable, unstable, direction),
+        (jnp.zeros((), jnp.int32), blank, none, none, direction),
     )
 
     def mark(bad, result):
