@@ -79,7 +79,6 @@ class SteadyStateODE(AbstractEquilibriumSolver):
     split_complex: bool = False
 
     def solve(self, vector_field, u0, *, differentiable):
-        del differentiable  # Diffrax's default adjoint backpropagates through the steps
         rtol, atol = self.tolerances(u0)
         field, y0, to_state = real_view(vector_field, u0, self.split_complex)
         controller = (
@@ -101,6 +100,12 @@ class SteadyStateODE(AbstractEquilibriumSolver):
                 event=event,
                 max_steps=self.max_steps,
                 saveat=dfx.SaveAt(t1=True),
+                # Backpropagation through the steps (checkpointed) only when asked
+                # for; otherwise a plain while loop, which compiles faster and
+                # stores nothing.
+                adjoint=dfx.RecursiveCheckpointAdjoint()
+                if differentiable
+                else dfx.ForwardMode(),
                 throw=False,
             )
         value = to_state(jtu.tree_map(lambda y: y[-1], sol.ys))
