@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
 
+from ._config import bookkeeping
+
 
 FORMAT = "holoode-checkpoint-2"
 FILENAME = "checkpoint.eqx"
@@ -75,8 +77,6 @@ def _header_digest(header: dict) -> str:
 
 
 def _differences(saved: dict, config) -> list[str]:
-    from ._config import bookkeeping
-
     current = json.loads(json.dumps(config.to_dict()))  # tuples as lists, as saved
     keys = sorted(set(saved) | set(current))
     return [
