@@ -1,6 +1,6 @@
 """Extending holoode: your own learning rule and your own equilibrium solver.
 
-Run with `python docs/tutorials/extending.py` (about half a minute on a laptop
+Run with `python docs/tutorials/extending.py` (about a minute on a laptop
 CPU, most of it compiling).
 """
 

@@ -23,6 +23,13 @@ class AbstractLearningRule(eqx.Module):
     Every rule has one method, `estimate`, called by `holoode.gradient` with a
     batch (leading axis) of inputs and targets. Rules combine freely with every
     model form and every equilibrium solver.
+
+    To write one, build `estimate` on the public solve layer
+    (`holoode.solve_free`, `holoode.solve_points`, `holoode.learning_signal`, ...)
+    and return the diagnostics with `holoode.Info.from_equilibria`; the tutorial
+    "Extending holoode" writes a complete rule and solver. Store the numbers a
+    rule is swept over (β) as array fields, so that a new value is new data for
+    the compiled program rather than a recompile.
     """
 
     def default_solver(self) -> AbstractEquilibriumSolver:
