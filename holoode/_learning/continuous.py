@@ -15,6 +15,7 @@ from .._misc import (
     complex_dtype,
     real_dtype,
     stop_gradient,
+    tree_astype,
     tree_dtype,
     tree_isfinite,
     tree_norm,
@@ -294,9 +295,12 @@ class ContinuousHEP(AbstractLearningRule):
         `num_samples` segments, the signal added to the accumulator after each.
         Returns the complex mean signal, the final state, the step count, a result
         code and the drift (see the class docstring)."""
-        params, _ = parameters(model)
+        params, static = parameters(model)
         rdtype = real_dtype(tree_dtype(params))
         cdtype = complex_dtype(rdtype)
+        # The parameters cast to complex once, not at every sample of the run
+        # (`learning_signal` casts them to the states' dtype).
+        model_c = eqx.combine(tree_astype(params, cdtype), static)
         beta = self.beta.astype(rdtype)
         omega = 2 * jnp.pi / period
         driven = _Driven(
@@ -362,7 +366,7 @@ class ContinuousHEP(AbstractLearningRule):
             # `∂F/∂θ(u(t), β(t)) e^{−iωt} / |β|`, averaged over the batch (complex:
             # its imaginary part measures the lag).
             mean = jnp.full((x.shape[0],), 1 / x.shape[0], rdtype)
-            signal = learning_signal(model, u, x, y, beta / phase, cost, mean)
+            signal = learning_signal(model_c, u, x, y, beta / phase, cost, mean)
             return jtu.tree_map(lambda s: s * phase / beta, signal), harmonic
 
         def solve(t0, t1, state, solver_state, controller_state, key):
