@@ -143,7 +143,8 @@ def _data_fetch(args) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ._training._config import PRESETS, RULES
+    from ._training._config import PRESETS
+    from ._training._rules import RULES
 
     parser = argparse.ArgumentParser(prog="holoode", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -18,7 +18,7 @@ from ._model import (
     AbstractPrimitiveModel,
     parameters,
 )
-from ._solution import Info, RESULTS
+from ._solution import Info, result_code, RESULT_NAMES, RESULTS, SOLVER_FAILURES
 
 
 def _check_arguments(rule, model, x, y, cost, solver):
@@ -228,10 +228,19 @@ def _advice(name: str, rule, solver) -> str:
         extra += (
             " A Newton solver often converges in fewer steps: `holoode.RootFind()`."
         )
+    elif name in SOLVER_FAILURES[1:]:
+        extra += (
+            f" The cause was found inside the equilibrium solver {describe(solver)} "
+            "(the message above is the solver library's). Fix: try another solver; "
+            "`holoode.SteadyStateODE()` follows the network's own dynamics to a "
+            "stable state, `holoode.FixedPointIteration()` is the most robust of "
+            "the fast ones."
+        )
     complex_states = isinstance(rule, ContinuousHEP) or (
         isinstance(rule, HolomorphicEP) and rule.num_points > 2
     )
-    if name in ("max_steps_reached", "nonfinite") and complex_states:
+    failed = name in ("nonfinite", *SOLVER_FAILURES)
+    if failed and complex_states:
         extra += (
             f" {type(rule).__name__} solves at complex β: a model that is not "
             "holomorphic (`abs`, `conj`, `maximum`, `relu`, ...) fails there even "
@@ -243,13 +252,12 @@ def _advice(name: str, rule, solver) -> str:
 
 def _raise_on_failure(grads, info: Info, rule, solver):
     context = f"holoode.gradient({describe(rule)}, solver={describe(solver)}) failed: "
-    messages = list(RESULTS._index_to_message)
-    for name, item in RESULTS._name_to_item.items():
-        messages[int(item._value)] += _advice(name, rule, solver)
-    messages = [context + message for message in messages]
-    index = info.result._value
+    messages = [
+        context + RESULTS[getattr(RESULTS, name)] + _advice(name, rule, solver)
+        for name in RESULT_NAMES
+    ]
     return eqx.branched_error_if(
-        grads, info.result != RESULTS.successful, index, messages
+        grads, info.result != RESULTS.successful, result_code(info.result), messages
     )
 
 

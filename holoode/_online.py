@@ -5,12 +5,14 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import optimistix as optx
+from jax.core import Tracer
 from jaxtyping import Array, PyTree
 
 from ._costs import AbstractCost
 from ._equilibrium.base import complex_checked
 from ._misc import complex_dtype, real_dtype, tree_astype, tree_dtype
 from ._model import AbstractEquilibriumModel, learning_signal, parameters
+from ._solution import RESULTS
 
 
 class _Plastic(eqx.Module):
@@ -64,7 +66,7 @@ def online_plasticity(
     atol: float = 1e-6,
     max_steps: int | None = None,
     throw: bool = True,
-) -> tuple[AbstractEquilibriumModel, dfx.RESULTS]:
+) -> tuple[AbstractEquilibriumModel, RESULTS]:
     """Learn in continuous time with no phases: the parameters evolve with the
     neurons, in the same ODE, while the examples are presented one after another.
 
@@ -94,12 +96,15 @@ def online_plasticity(
     - `throw`: raise if the integration failed (too many steps: usually a learning
       rate so large that the weights, and with them the dynamics, blow up).
 
-    **Returns:** `(model, result)`: the trained model and Diffrax's result code.
+    **Returns:** `(model, result)`: the trained model and the integration's result
+    (`holoode.RESULTS`, Diffrax's cause kept).
     """
     params, static = parameters(model)
     rdtype = real_dtype(tree_dtype(params))
     cdtype = complex_dtype(rdtype)
-    if not (beta > 0 and period > 0 and learning_rate > 0 and periods_per_example >= 1):
+    # β and the rate may be traced (a training step passes them as arrays).
+    positive = [v > 0 for v in (beta, learning_rate) if not isinstance(v, Tracer)]
+    if not (all(positive) and period > 0 and periods_per_example >= 1):
         raise ValueError(
             "online_plasticity needs beta > 0, period > 0, learning_rate > 0 and "
             f"periods_per_example ≥ 1; got beta={beta}, period={period}, "
@@ -142,10 +147,11 @@ def online_plasticity(
     theta = jtu.tree_map(
         lambda a, p: jnp.real(a[-1]).astype(p.dtype), sol.ys[1], params
     )
+    result = RESULTS.promote(sol.result)
     if throw and sol.result != dfx.RESULTS.successful:
         raise RuntimeError(
-            f"online_plasticity: the integration failed ({sol.result}). The weights "
+            f"online_plasticity: the integration failed ({result}). The weights "
             "probably grew until the dynamics became stiff or diverged: lower "
             "`learning_rate`, or raise `max_steps`."
         )
-    return eqx.combine(theta, static), sol.result
+    return eqx.combine(theta, static), result

@@ -31,7 +31,7 @@ def relaxation_time(
         τ = 1 / min_λ |Re λ|.
 
     This is the scale that `holoode.ContinuousHEP`'s period must exceed: its lag
-    bias falls like `(τ / T)²` (measured in `benchmarks/continuous.py`; with
+    bias falls like `(τ / T)²` (see `holoode.ContinuousHEP`; with
     `T = 100 τ` and `richardson=True` the error is below 1e-3 in
     `tests/test_continuous.py`), and the time `holoode.online_plasticity` needs per
     example.

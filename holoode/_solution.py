@@ -1,8 +1,10 @@
 """Result codes, equilibria and the diagnostics returned with every gradient."""
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 
+import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -12,66 +14,79 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, PyTree
 from ._misc import tree_isfinite
 
 
-class RESULTS(eqx.Enumeration):
-    """Why an equilibrium (or a gradient) is, or is not, trustworthy."""
+# `max_steps_reached` and `nonfinite` are inherited; holoode restates them for its
+# equilibrium solvers (same cause, a fix that names holoode's knobs), which Equinox
+# reports as a redefinition.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "Enumeration has duplicate incompatible values")
 
-    successful = ""
-    max_steps_reached = (
-        "The equilibrium solver stopped at `max_steps` before the residual fell "
-        "below its tolerance. Fix: raise `max_steps` of the solver, loosen "
-        "`rtol`/`atol`, or pick another solver."
-    )
-    nonfinite = (
-        "The equilibrium solve produced NaN or inf: the dynamics diverged. Fix: "
-        "reduce |β|, reduce the step size of the solver, or check the model's "
-        "weights (a too-large coupling has no stable equilibrium)."
-    )
-    continuation_lost = (
-        "The nudged equilibria around the circle |β| e^{iφ} are not one analytic "
-        "function of β: their Fourier harmonics do not decay, so |β| is at or "
-        "beyond the radius in which the equilibrium continues analytically and "
-        "the holomorphic EP gradient would be wrong. Fix: reduce |β| (below the "
-        "estimated safe radius `|β| / info.radius_ratio`), or raise `num_points` "
-        "for a sharper estimate of that radius."
-    )
-    unstable_equilibrium = (
-        "The free equilibrium found is not stable: the linearised dynamics have a "
-        "growing direction, so the solver converged to a maximum or saddle of the "
-        "energy that the network itself would leave, and EP's gradient formula "
-        "does not apply there. Fix: check that the energy is bounded below "
-        "(couplings not too strong), start from another initial state, or use "
-        "`holoode.SteadyStateODE`, which follows the dynamics to a stable state."
-    )
-    period_too_short = (
-        "The network does not follow the rotating teaching signal closely: the "
-        "error estimate `info.error_estimate` (read off its lag and its drift) "
-        "exceeds the rule's `max_error_estimate`, so the oscillation `period` is "
-        "at or below the time the network needs to relax. Fix: raise `period` "
-        "well above "
-        "`holoode.relaxation_time(model, x, y, cost=cost)` (the lag bias falls "
-        "like (τ / period)²), or pass `richardson=True`."
-    )
-    nonfinite_gradient = (
-        "The gradient contains NaN or inf. Fix: check the inputs for NaN and the "
-        "model for overflow (float32 with large weights)."
-    )
-    invalid_input = (
-        "The batch or the model holds values the gradient cannot be computed from: "
-        "NaN or inf in `x`, `y` or the parameters, or an integer label outside "
-        "the classes of the readout (`CrossEntropy` needs 0 ≤ y < number of "
-        "classes). Fix: clean the data (map labels to 0 … classes − 1) or restore "
-        "finite parameters; `holoode.gradient` names the culprit when called on "
-        "concrete (not traced) arrays."
-    )
-    adjoint_failed = (
-        "The adjoint linear solve of implicit differentiation, `(∂f/∂u)ᵀ λ = "
-        "∂C/∂u` at the free equilibrium, did not converge: the iterative solver "
-        "ran out of steps, or the Jacobian is singular or badly conditioned there "
-        "(a degenerate equilibrium). Fix: for small states solve it directly, "
-        "`ImplicitDifferentiation(linear_solver=lineax.LU())`; otherwise give "
-        "GMRES more steps, e.g. `lineax.GMRES(rtol, atol, restart=100, "
-        "max_steps=5000)`."
-    )
+    class RESULTS(dfx.RESULTS):
+        """Why an equilibrium (or a gradient) is, or is not, trustworthy.
+
+        Chained onto Diffrax's results (themselves chained onto Optimistix's and
+        Lineax's), so that a cause found inside a solver is kept rather than reduced to
+        a failure: an Optimistix root find that meets a singular Jacobian reports
+        `singular`, Anderson acceleration that stalls `nonlinear_divergence`, an ODE
+        whose step size collapses `dt_min_reached`. `RESULTS.promote` converts those
+        libraries' results; `holoode`'s own causes follow.
+        """
+
+        max_steps_reached = (
+            "The equilibrium solver stopped at `max_steps` before the residual fell "
+            "below its tolerance. Fix: raise `max_steps` of the solver, loosen "
+            "`rtol`/`atol`, or pick another solver."
+        )
+        nonfinite = (
+            "The equilibrium solve produced NaN or inf: the dynamics diverged. Fix: "
+            "reduce |β|, reduce the step size of the solver, or check the model's "
+            "weights (a too-large coupling has no stable equilibrium)."
+        )
+        continuation_lost = (
+            "The nudged equilibria around the circle |β| e^{iφ} are not one analytic "
+            "function of β: their Fourier harmonics do not decay, so |β| is at or "
+            "beyond the radius in which the equilibrium continues analytically and "
+            "the holomorphic EP gradient would be wrong. Fix: reduce |β| (below the "
+            "estimated safe radius `|β| / info.radius_ratio`), or raise `num_points` "
+            "for a sharper estimate of that radius."
+        )
+        unstable_equilibrium = (
+            "The free equilibrium found is not stable: the linearised dynamics have a "
+            "growing direction, so the solver converged to a maximum or saddle of the "
+            "energy that the network itself would leave, and EP's gradient formula "
+            "does not apply there. Fix: check that the energy is bounded below "
+            "(couplings not too strong), start from another initial state, or use "
+            "`holoode.SteadyStateODE`, which follows the dynamics to a stable state."
+        )
+        period_too_short = (
+            "The network does not follow the rotating teaching signal closely: the "
+            "error estimate `info.error_estimate` (read off its lag and its drift) "
+            "exceeds the rule's `max_error_estimate`, so the oscillation `period` is "
+            "at or below the time the network needs to relax. Fix: raise `period` "
+            "well above "
+            "`holoode.relaxation_time(model, x, y, cost=cost)` (the lag bias falls "
+            "like (τ / period)²), or pass `richardson=True`."
+        )
+        nonfinite_gradient = (
+            "The gradient contains NaN or inf. Fix: check the inputs for NaN and the "
+            "model for overflow (float32 with large weights)."
+        )
+        invalid_input = (
+            "The batch or the model holds values the gradient cannot be computed from: "
+            "NaN or inf in `x`, `y` or the parameters, or an integer label outside "
+            "the classes of the readout (`CrossEntropy` needs 0 ≤ y < number of "
+            "classes). Fix: clean the data (map labels to 0 … classes − 1) or restore "
+            "finite parameters; `holoode.gradient` names the culprit when called on "
+            "concrete (not traced) arrays."
+        )
+        adjoint_failed = (
+            "The adjoint linear solve of implicit differentiation, `(∂f/∂u)ᵀ λ = "
+            "∂C/∂u` at the free equilibrium, did not converge: the iterative solver "
+            "ran out of steps, or the Jacobian is singular or badly conditioned there "
+            "(a degenerate equilibrium). Fix: for small states solve it directly, "
+            "`ImplicitDifferentiation(linear_solver=lineax.LU())`; otherwise give "
+            "GMRES more steps, e.g. `lineax.GMRES(rtol, atol, restart=100, "
+            "max_steps=5000)`."
+        )
 
 
 class Equilibrium(eqx.Module):
@@ -154,7 +169,9 @@ class Info(eqx.Module):
         `result` is the most telling code, in order: `unstable_equilibrium` (a
         free state the network would leave makes everything else meaningless),
         `continuation_lost` if some `radius_ratio ≥ max_radius_ratio` (it
-        explains every other failure), `nonfinite`, `max_steps_reached`,
+        explains every other failure), `nonfinite`, a solver's failure
+        (`max_steps_reached`, then the causes the solver libraries report:
+        `singular`, `nonlinear_divergence`, `dt_min_reached`, ...),
         `continuation_lost` where the ratio could not be judged (NaN),
         `nonfinite_gradient`, `successful`.
         """
@@ -176,9 +193,10 @@ class Info(eqx.Module):
             tree_isfinite(grads), RESULTS.successful, RESULTS.nonfinite_gradient
         )
         result = RESULTS.where(continuation_ok, result, RESULTS.continuation_lost)
-        result = RESULTS.where(
-            any_result(RESULTS.max_steps_reached), RESULTS.max_steps_reached, result
-        )
+        # A solver's own cause (out of steps first, then the others in their order).
+        for name in reversed(SOLVER_FAILURES):
+            code = getattr(RESULTS, name)
+            result = RESULTS.where(any_result(code), code, result)
         nonfinite = any_result(RESULTS.nonfinite) | ~jnp.all(finite)
         result = RESULTS.where(nonfinite, RESULTS.nonfinite, result)
         result = RESULTS.where(circle_lost, RESULTS.continuation_lost, result)
@@ -209,22 +227,48 @@ class Info(eqx.Module):
     __str__ = __repr__
 
 
+# Equinox lists an enumeration's members only privately; this is the one place
+# that reads the list.
+RESULT_NAMES: tuple[str, ...] = tuple(RESULTS._name_to_item)
+# Why a solve can fail inside the solver libraries (`nonfinite` is judged by
+# holoode itself, from the state).
+SOLVER_FAILURES = ("max_steps_reached",) + tuple(
+    name
+    for name in RESULT_NAMES
+    if hasattr(dfx.RESULTS, name)
+    and name not in ("successful", "max_steps_reached", "nonfinite", "event_occurred")
+)
+
+
+def first_failure(result: RESULTS, later: RESULTS) -> RESULTS:
+    """`result` if it is a failure, else `later`: the first cause is kept."""
+    return RESULTS.where(result == RESULTS.successful, later, result)
+
+
+def result_code(result: RESULTS) -> Int[Array, "*batch"]:
+    """The position of `result` in `RESULT_NAMES` (elementwise under `vmap`), from
+    comparisons with each member."""
+    return sum(
+        jnp.where(result == getattr(RESULTS, name), i, 0)
+        for i, name in enumerate(RESULT_NAMES)
+    )
+
+
 def _result_name(result: RESULTS) -> str:
-    names = {int(item._value): name for name, item in RESULTS._name_to_item.items()}
-    value = np.asarray(result._value)
+    value = np.asarray(result_code(result))
     if value.ndim == 0:
-        return names.get(int(value), str(int(value)))
+        return RESULT_NAMES[int(value)]
     # A batch of results (under `vmap`): count each kind.
     kinds, counts = np.unique(value, return_counts=True)
-    return ", ".join(
-        f"{c}× {names.get(int(k), str(int(k)))}" for k, c in zip(kinds, counts)
-    )
+    return ", ".join(f"{c}× {RESULT_NAMES[int(k)]}" for k, c in zip(kinds, counts))
 
 
 def _describe_value(value) -> str:
     """A value as a few numbers: scalars in full, arrays by their worst entry."""
     if isinstance(value, RESULTS):
-        if isinstance(value._value, jax.core.Tracer):
+        if any(
+            isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(value)
+        ):
             return "RESULTS (traced)"
         return _result_name(value)
     if isinstance(value, jax.core.Tracer):

@@ -1,8 +1,10 @@
 """Bad input is refused with a message that names the problem and the fix."""
 
+import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import optimistix as optx
 import pytest
 
 import holoode as ho
@@ -65,6 +67,22 @@ def test_too_few_steps_raises_with_the_fix():
     )
     assert not bool(info.all_reached)
     assert info.result == ho.RESULTS.max_steps_reached
+
+
+def test_a_cause_found_inside_the_solver_library_is_kept():
+    """`RESULTS` is chained onto Diffrax's (and Optimistix's, Lineax's): an ODE
+    whose step size would fall below `dtmin` reports Diffrax's `dt_min_reached`
+    rather than a generic failure, and the error adds holoode's fix."""
+    assert ho.RESULTS.promote(optx.RESULTS.singular) == ho.RESULTS.singular
+    model, (x, y), cost = mlp(), data(), ho.CrossEntropy()
+    controller = dfx.PIDController(rtol=1e-10, atol=1e-10, dtmin=1.0, force_dtmin=False)
+    solver = ho.SteadyStateODE(stepsize_controller=controller, dt0=1.0)
+    rule = ho.ImplicitDifferentiation()
+    _, info = ho.gradient(rule, model, x, y, cost=cost, solver=solver, throw=False)
+    assert info.result == ho.RESULTS.dt_min_reached
+    assert not bool(info.all_reached)
+    with pytest.raises(Exception, match="found inside the equilibrium solver"):
+        ho.gradient(rule, model, x, y, cost=cost, solver=solver)
 
 
 class _Repelling(ho.AbstractEnergyModel):

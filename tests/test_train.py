@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import holoode as ho
-from holoode._training import _build, _step
+from holoode._training import _build, _rules, _step
 from holoode._training._loop import evaluate
 from holoode._training._sharding import DataParallel
 
@@ -108,10 +108,10 @@ def test_rules_by_name():
         "bptt": ho.BackpropThroughTime,
     }  # fmt: skip
     for name, cls in expected.items():
-        rule = _build.make_rule(ho.TrainConfig(rule=name, beta=0.3, num_points=6))
+        rule = _rules.make_rule(ho.TrainConfig(rule=name, beta=0.3, num_points=6))
         assert type(rule) is cls
-    assert _build.make_rule(ho.TrainConfig(rule="ep-sym")).symmetric
-    assert _build.make_rule(ho.TrainConfig(num_points=6)).num_points == 6
+    assert _rules.make_rule(ho.TrainConfig(rule="ep-sym")).symmetric
+    assert _rules.make_rule(ho.TrainConfig(num_points=6)).num_points == 6
     solver, _ = _build.make_solvers(ho.TrainConfig(rule="continuous"))
     assert isinstance(solver, ho.SteadyStateODE)
     solver, _ = _build.make_solvers(ho.TrainConfig())

@@ -225,7 +225,7 @@ class AndersonAcceleration(AbstractEquilibriumSolver):
     `holoode.FixedPointIteration`), and returns `g(u)`. So `rtol`/`atol` bound the
     error of the equilibrium itself, and gradient errors follow the tolerance.
     An iteration whose step has not halved in 300 iterations has stalled and
-    stops early (result `max_steps_reached`); for the free phase of every rule
+    stops early (result `nonlinear_divergence`); for the free phase of every rule
     the dynamics then take over (`holoode.SteadyStateODE` from the initial
     state, refined by this solver), as they do where this solver converged to a
     saddle of the energy.

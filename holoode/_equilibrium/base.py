@@ -11,7 +11,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import optimistix as optx
-from jaxtyping import Array, Bool, Int, PyTree
+from jaxtyping import Array, Int, PyTree
 
 from .._misc import default_tolerance, tree_dtype
 from .._solution import Equilibrium, RESULTS
@@ -174,24 +174,24 @@ def optimistix_solve(
             adjoint=adjoint,
             throw=False,
         )
-    success = sol.result == optx.RESULTS.successful
-    return finish(vector_field, to_state(sol.value), sol.stats["num_steps"], success)
+    # Running out of steps is the same cause whichever library's loop ran.
+    result = RESULTS.promote(sol.result)
+    out_of_steps = result == RESULTS.nonlinear_max_steps_reached
+    result = RESULTS.where(out_of_steps, RESULTS.max_steps_reached, result)
+    return finish(vector_field, to_state(sol.value), sol.stats["num_steps"], result)
 
 
 def finish(
     vector_field: VectorField,
     value: PyTree[Array],
     num_steps: Int[Array, ""],
-    success: Bool[Array, ""],
+    result: RESULTS,
 ) -> Equilibrium:
-    """Package a solver's output, classifying failures."""
+    """Package a solver's output: its own result (promoted to `holoode.RESULTS`,
+    which keeps the cause), or `nonfinite` where the state or its residual is."""
     residual = optx.rms_norm(vector_field(value))
     finite = jnp.all(
         jnp.array([jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(value)])
     ) & jnp.isfinite(residual)
-    result = RESULTS.where(
-        finite,
-        RESULTS.where(success, RESULTS.successful, RESULTS.max_steps_reached),
-        RESULTS.nonfinite,
-    )
+    result = RESULTS.where(finite, result, RESULTS.nonfinite)
     return Equilibrium(value, jnp.asarray(num_steps), residual, result)

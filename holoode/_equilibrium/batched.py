@@ -151,7 +151,10 @@ def solve_free(
             lambda a, b: jnp.where(_rows(keep, a), a, b).astype(b.dtype), new, sol
         )
         unstable = jnp.where(redo, new_unstable | lost, unstable)
-        stalled = (passes == 0) & (new.result == RESULTS.max_steps_reached)
+        # Any finite failure (out of steps, a stalled Anderson, a singular Newton
+        # step) is handed to the dynamics.
+        failed = (new.result != RESULTS.successful) & (new.result != RESULTS.nonfinite)
+        stalled = (passes == 0) & failed
         stalled = stalled & (not follows_dynamics)
         return passes + 1, merged, unstable, stalled, like(new_direction, direction)
 

@@ -8,6 +8,7 @@ import jax.tree_util as jtu
 import optimistix as optx
 
 from .._misc import as_int, tree_vdot
+from .._solution import RESULTS
 from .base import AbstractEquilibriumSolver, complex_checked, finish, real_view
 
 
@@ -109,5 +110,8 @@ class SteadyStateODE(AbstractEquilibriumSolver):
                 throw=False,
             )
         value = to_state(jtu.tree_map(lambda y: y[-1], sol.ys))
-        success = sol.result == dfx.RESULTS.event_occurred
-        return finish(vector_field, value, sol.stats["num_steps"], success)
+        # The steady-state event is this solver's success; any other end keeps
+        # Diffrax's cause (`max_steps_reached`, `dt_min_reached`, ...).
+        settled = sol.result == dfx.RESULTS.event_occurred
+        result = RESULTS.where(settled, RESULTS.successful, RESULTS.promote(sol.result))
+        return finish(vector_field, value, sol.stats["num_steps"], result)

@@ -1,11 +1,14 @@
 """Continuous-time holomorphic EP: one run, a rotating teaching signal."""
 
+import operator
+
 import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
+import numpy as np
 import optimistix as optx
 
 from .._equilibrium import SteadyStateODE
@@ -22,7 +25,7 @@ from .._misc import (
 )
 from .._model import learning_signal, parameters
 from .._noise import NeuronNoise
-from .._solution import Equilibrium, Info, RESULTS
+from .._solution import Equilibrium, first_failure, Info, RESULTS
 from .base import AbstractLearningRule, as_beta, concrete, free_loss, real_scalar
 
 
@@ -138,10 +141,6 @@ class ContinuousHEP(AbstractLearningRule):
     max_error_estimate: float = 0.25
 
     def __check_init__(self):
-        import operator
-
-        import numpy as np
-
         # NumPy scalars (`np.int64(4)`, e.g. read from an array of settings) stand
         # for the Python numbers they hold; left as they are, `jit` would trace
         # them and they could not set the length of the run.
@@ -253,7 +252,7 @@ class ContinuousHEP(AbstractLearningRule):
             ) / tree_norm(grads)
             drift = jnp.maximum(drift, drift_half)
             steps = steps + steps_half
-            result = RESULTS.where(result == RESULTS.successful, result_half, result)
+            result = first_failure(result, result_half)
         else:
             # Lagging by a phase δ turns the estimate into ≈ g e^{−iδ}: the
             # imaginary part measures δ and the real part is biased by ≈ δ²/2.
@@ -370,7 +369,7 @@ class ContinuousHEP(AbstractLearningRule):
             return jtu.tree_map(lambda s: s * phase / beta, signal), harmonic
 
         def solve(t0, t1, state, solver_state, controller_state, key):
-            """Integrate `[t0, t1]`; returns the new states, steps and success."""
+            """Integrate `[t0, t1]`; returns the new states, steps and result."""
             terms = make_terms(state, key)
             if fixed:
                 # Equal steps no longer than `dt0` (up to rounding), taken with the
@@ -380,19 +379,20 @@ class ContinuousHEP(AbstractLearningRule):
                 dt = (t1 - t0) / n
 
                 def step(i, c):
-                    y, s, ok = c
+                    y, s, result = c
                     ta = t0 + i * dt
                     tb = jnp.where(i == n - 1, t1, ta + dt)
-                    y, _, _, s, result = integrator.step(
-                        terms, ta, tb, y, None, s, False
-                    )
-                    return y, s, ok & (result == dfx.RESULTS.successful)
+                    y, _, _, s, new = integrator.step(terms, ta, tb, y, None, s, False)
+                    return y, s, first_failure(result, RESULTS.promote(new))
 
                 # The step limit still applies: never run past it.
-                state, solver_state, ok = jax.lax.fori_loop(
-                    0, jnp.minimum(n, budget), step, (state, solver_state, n <= budget)
+                within = RESULTS.where(
+                    n <= budget, RESULTS.successful, RESULTS.max_steps_reached
                 )
-                return state, solver_state, controller_state, n, ok
+                state, solver_state, result = jax.lax.fori_loop(
+                    0, jnp.minimum(n, budget), step, (state, solver_state, within)
+                )
+                return state, solver_state, controller_state, n, result
             with complex_checked():
                 sol = dfx.diffeqsolve(
                     terms,
@@ -417,16 +417,22 @@ class ContinuousHEP(AbstractLearningRule):
                     throw=False,
                 )
             state = jtu.tree_map(lambda a: a[-1], sol.ys)
-            ok = sol.result == dfx.RESULTS.successful
             steps = sol.stats["num_steps"]
-            return state, sol.solver_state, sol.controller_state, steps, ok
+            result = RESULTS.promote(sol.result)
+            return state, sol.solver_state, sol.controller_state, steps, result
 
         def segment(carry, inputs):
-            state, solver_state, controller_state, accumulator, u_start, steps, ok = (
-                carry
-            )
+            (
+                state,
+                solver_state,
+                controller_state,
+                accumulator,
+                u_start,
+                steps,
+                result,
+            ) = carry
             t0, t1, weight, key = inputs
-            state, solver_state, controller_state, more_steps, more_ok = solve(
+            state, solver_state, controller_state, more_steps, new = solve(
                 t0, t1, state, solver_state, controller_state, key
             )
             accumulator = jtu.tree_map(
@@ -445,7 +451,7 @@ class ContinuousHEP(AbstractLearningRule):
                 accumulator,
                 u_start,
                 steps + more_steps,
-                ok & more_ok,
+                first_failure(result, new),
             )
             return carry, None
 
@@ -477,19 +483,20 @@ class ContinuousHEP(AbstractLearningRule):
             accumulator,
             u0,
             jnp.array(0),
-            jnp.array(True),
+            RESULTS.successful,
         )
         carry, _ = jax.lax.scan(segment, carry, (starts, ends, weights, keys))
-        state, _, _, accumulator, u_start, steps, ok = carry
+        state, _, _, accumulator, u_start, steps, result = carry
         signal, harmonic = jtu.tree_map(lambda a: a / num_samples, accumulator)
         u_end = to_complex(state[0])
         finite = tree_isfinite(u_end)
-        ok = ok & (steps <= budget)
-        result = RESULTS.where(
-            finite,
-            RESULTS.where(ok, RESULTS.successful, RESULTS.max_steps_reached),
-            RESULTS.nonfinite,
+        result = first_failure(
+            result,
+            RESULTS.where(
+                steps <= budget, RESULTS.successful, RESULTS.max_steps_reached
+            ),
         )
+        result = RESULTS.where(finite, result, RESULTS.nonfinite)
         # Settled onto its oscillation, the network returns to the same state after
         # whole periods. What it has not settled drifts; a drift `D` over the K
         # periods adds about `D / (2πK)` to the first harmonic of the state, which

@@ -125,9 +125,10 @@ class HolomorphicEP(AbstractLearningRule):
 
     def default_solver(self) -> AbstractEquilibriumSolver:
         """`holoode.AndersonAcceleration(memory=10)`: on real data (the MNIST
-        yardstick of `benchmarks/core_speed.py`, at initialisation) it gives a
-        gradient several times more accurate than the dynamics
-        (`holoode.SteadyStateODE`) at the same tolerance and a similar speed."""
+        yardstick of `benchmarks/core_speed.py`) it gives a gradient as accurate
+        as the dynamics (`holoode.SteadyStateODE`) at the same tolerance, in far
+        fewer field evaluations; the free phase falls back on the dynamics where
+        it stalls or lands on a saddle (`holoode.solve_free`)."""
         return AndersonAcceleration(memory=10)
 
     def estimate(self, model, x, y, *, cost, solver, key):

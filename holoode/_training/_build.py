@@ -13,20 +13,8 @@ from .._equilibrium import (
     RootFind,
     SteadyStateODE,
 )
-from .._learning import (
-    BackpropThroughTime,
-    ClassicEP,
-    ContinuousHEP,
-    HolomorphicEP,
-    ImplicitDifferentiation,
-)
-from .._noise import NeuronNoise
-from .._solution import RESULTS
 from ..nn import HopfieldConvNet, HopfieldMLP
 from ._config import TrainConfig
-
-
-REASONS = tuple(RESULTS._name_to_item)  # result code → short name
 
 
 def model_dtype(config: TrainConfig):
@@ -62,23 +50,6 @@ def prepare(config: TrainConfig, x):
     if config.model == "mlp":
         return x.reshape(x.shape[0], -1)
     return jnp.transpose(x, (0, 3, 1, 2))  # the convnet is channel-first
-
-
-def make_rule(config: TrainConfig):
-    """The learning rule named by `config.rule` (`None` for "online")."""
-    noise = NeuronNoise(config.noise_std) if config.noise_std > 0 else None
-    b = config.beta
-    return {
-        "hep": lambda: HolomorphicEP(b, config.num_points, noise=noise),
-        "ep": lambda: ClassicEP(b, noise=noise),
-        "ep-sym": lambda: ClassicEP(b, symmetric=True, noise=noise),
-        "continuous": lambda: ContinuousHEP(
-            b, config.period, config.num_periods, noise=noise
-        ),
-        "bp": lambda: ImplicitDifferentiation(),
-        "bptt": lambda: BackpropThroughTime(),
-        "online": lambda: None,
-    }[config.rule]()
 
 
 def make_solvers(config: TrainConfig):
@@ -174,12 +145,6 @@ def layer_scales(config: TrainConfig, model):
         lambda path, p: jnp.asarray(rates[_layer_of(path, num_layers)], p.dtype),
         params,
     )
-
-
-def online_rate(config: TrainConfig) -> float:
-    """`η` per unit time, so that each example moves the weights by about one SGD
-    step of size `learning_rate`."""
-    return config.learning_rate / (config.period * config.num_periods)
 
 
 def top_k(num_classes: int) -> int:

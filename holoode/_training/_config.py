@@ -6,11 +6,27 @@ import json
 import pathlib
 from typing import Any
 
+from ._rules import RULES
 
-RULES = ("hep", "continuous", "ep", "ep-sym", "bp", "bptt", "online")
+
 SOLVERS = ("auto", "fixed-point", "anderson", "root-find", "ode")
 MODELS = ("mlp", "vgg")
 ACTIVATIONS = ("default", "sigmoid", "hard-tanh")
+
+
+def _bookkeeping(default=None, *, launch: bool = False):
+    """A field that does not change the parameters' trajectory (where files go,
+    how often they are written, the device count; `launch`: how this process
+    joins a multi-process run): a resumed run may change it."""
+    return dataclasses.field(
+        default=default, metadata={"bookkeeping": True, "launch": launch}
+    )
+
+
+def _step_input(default):
+    """A field that changes the trajectory but not the compiled step: it reaches
+    the step as data or arrays."""
+    return dataclasses.field(default=default, metadata={"step_input": True})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,10 +88,10 @@ class TrainConfig:
       several machines" in the documentation.
     """
 
-    preset: str = "digits-mlp"
-    dataset: str = "digits"
-    data_dir: str | None = None
-    augment: bool = False
+    preset: str = _bookkeeping("digits-mlp")
+    dataset: str = _step_input("digits")
+    data_dir: str | None = _bookkeeping()
+    augment: bool = _step_input(False)
     model: str = "mlp"
     hidden: tuple[int, ...] = (128,)
     channels: tuple[int, ...] = (128, 256, 512, 512)
@@ -83,7 +99,7 @@ class TrainConfig:
     activation: str = "default"
     gain: float = 1.0
     rule: str = "hep"
-    beta: float = 0.5
+    beta: float = _step_input(0.5)
     num_points: int = 4
     period: float = 50.0
     num_periods: int = 1
@@ -94,27 +110,27 @@ class TrainConfig:
     solver_max_steps: int = 1000
     epochs: int = 30
     batch_size: int = 32
-    eval_batch_size: int = 256
+    eval_batch_size: int = _bookkeeping(256)
     steps_per_epoch: int | None = None
     optimizer: str = "sgd"
-    learning_rate: float = 0.1
-    layer_learning_rates: tuple[float, ...] | None = None
+    learning_rate: float = _step_input(0.1)
+    layer_learning_rates: tuple[float, ...] | None = _step_input(None)
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "constant"
     min_learning_rate_ratio: float = 0.0
     dtype: str = "float32"
-    seed: int = 0
-    eval_every: int = 5
-    checkpoint_every: int = 0
-    run_dir: str | None = None
-    max_consecutive_skips: int = 20
+    seed: int = _step_input(0)
+    eval_every: int = _bookkeeping(5)
+    checkpoint_every: int = _bookkeeping(0)
+    run_dir: str | None = _bookkeeping()
+    max_consecutive_skips: int = _bookkeeping(20)
     beta_backoff: int = 1
-    num_devices: int | None = None
-    distributed: bool = False
-    coordinator: str | None = None
-    num_processes: int | None = None
-    process_id: int | None = None
+    num_devices: int | None = _bookkeeping()
+    distributed: bool = _bookkeeping(False, launch=True)
+    coordinator: str | None = _bookkeeping(launch=True)
+    num_processes: int | None = _bookkeeping(launch=True)
+    process_id: int | None = _bookkeeping(launch=True)
 
     def __post_init__(self):
         _check(self)
@@ -139,23 +155,20 @@ class TrainConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+_FIELDS = dataclasses.fields(TrainConfig)
 # How this process joins a multi-process run: not part of the run itself.
-LAUNCH = ("distributed", "coordinator", "num_processes", "process_id")
+LAUNCH = tuple(f.name for f in _FIELDS if f.metadata.get("launch"))
+_BOOKKEEPING = tuple(f.name for f in _FIELDS if f.metadata.get("bookkeeping"))
+# Fields that a compiled training step does not see (`holoode.train` reuses one
+# step for every configuration that differs only in them), with a placeholder.
+NOT_IN_STEP = {
+    f.name: f.default
+    for f in _FIELDS
+    if f.metadata.get("bookkeeping") or f.metadata.get("step_input")
+}
 
 # The fields that only one model kind uses.
 _MODEL_FIELDS = {"mlp": ("hidden",), "vgg": ("channels", "padding")}
-
-_BOOKKEEPING = (
-    "preset",
-    "data_dir",
-    "eval_every",
-    "eval_batch_size",
-    "checkpoint_every",
-    "run_dir",
-    "max_consecutive_skips",
-    "num_devices",
-    *LAUNCH,
-)
 
 
 def bookkeeping(config: TrainConfig) -> tuple[str, ...]:
@@ -194,10 +207,11 @@ def _check(c: TrainConfig) -> None:
             "TrainConfig needs noise_std ≥ 0, weight_decay ≥ 0 and 0 ≤ momentum < 1; "
             f"got {c.noise_std}, {c.weight_decay}, {c.momentum}."
         )
-    if c.noise_std > 0 and c.rule in ("bp", "bptt", "online"):
+    if c.noise_std > 0 and "noise_std" not in RULES[c.rule].fields:
+        noisy = [name for name, spec in RULES.items() if "noise_std" in spec.fields]
         raise ValueError(
             f"TrainConfig(rule={c.rule!r}) has no neuron-noise option: set "
-            "noise_std=0, or use rule='hep', 'continuous', 'ep' or 'ep-sym'."
+            f"noise_std=0, or use one of the rules {noisy}."
         )
     if c.steps_per_epoch is not None and c.steps_per_epoch < 1:
         raise ValueError(

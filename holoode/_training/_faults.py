@@ -25,6 +25,10 @@ _ADVICE = {
     "around the circle |β| e^{iφ}: lower --beta",
     "nonfinite_gradient": "the gradient is not finite: check the data for NaN and "
     "lower the learning rate (or use --set dtype=float64)",
+    "nonlinear_divergence": "Anderson acceleration stalled at a nudged point: "
+    "--set solver=fixed-point (or ode)",
+    "unstable_equilibrium": "the free equilibrium is a saddle or maximum of the "
+    "energy: lower the learning rate, or --set solver=ode",
 }
 
 

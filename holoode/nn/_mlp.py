@@ -37,7 +37,7 @@ class HopfieldMLP(AbstractPrimitiveModel):
 
     weights: list[Float[Array, "out in"]]
     biases: list[Float[Array, " out"]]
-    act: Callable = shifted_sigmoid
+    sigma: Callable = shifted_sigmoid  # σ, applied to every unit by `activation`
 
     def __init__(
         self,
@@ -64,7 +64,7 @@ class HopfieldMLP(AbstractPrimitiveModel):
             self.biases.append(
                 jr.uniform(keys[2 * i + 1], (n_out,), dtype, -bound, bound)
             )
-        self.act = activation
+        self.sigma = activation
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -90,7 +90,7 @@ class HopfieldMLP(AbstractPrimitiveModel):
         )
 
     def activation(self, a):
-        return jax.tree_util.tree_map(self.act, a)
+        return jax.tree_util.tree_map(self.sigma, a)
 
     def readout(self, u, x):
         return self.weights[-1] @ u[-1] + self.biases[-1]
