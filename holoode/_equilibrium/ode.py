@@ -79,14 +79,20 @@ class SteadyStateODE(AbstractEquilibriumSolver):
     dt0: float | None = None
     split_complex: bool = False
 
+    def controller(self, u0) -> dfx.AbstractStepSizeController:
+        """The step-size controller a run from `u0` uses: `stepsize_controller`,
+        or a `dfx.PIDController` at this solver's tolerances (RMS norm). Every
+        integration in holoode that takes this solver takes its controller from
+        here, so the tolerances a user sets are the ones applied."""
+        if self.stepsize_controller is not None:
+            return self.stepsize_controller
+        rtol, atol = self.tolerances(u0)
+        return dfx.PIDController(rtol=rtol, atol=atol, norm=optx.rms_norm)
+
     def solve(self, vector_field, u0, *, differentiable):
         rtol, atol = self.tolerances(u0)
         field, y0, to_state = real_view(vector_field, u0, self.split_complex)
-        controller = (
-            dfx.PIDController(rtol=rtol, atol=atol, norm=optx.rms_norm)
-            if self.stepsize_controller is None
-            else self.stepsize_controller
-        )
+        controller = self.controller(u0)
         event = dfx.Event(_near_equilibrium(rtol, atol))
         with complex_checked():
             sol = dfx.diffeqsolve(

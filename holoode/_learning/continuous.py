@@ -313,12 +313,7 @@ class ContinuousHEP(AbstractLearningRule):
         )
         u0 = initial_states(model, x, cdtype)
         if self.noise is None:
-            rtol, atol = solver.tolerances(u0)
-            controller = (
-                dfx.PIDController(rtol=rtol, atol=atol, norm=optx.rms_norm)
-                if solver.stepsize_controller is None
-                else solver.stepsize_controller
-            )
+            controller = solver.controller(u0)
             integrator, dt0 = solver.solver, solver.dt0
         else:
             controller, integrator = dfx.ConstantStepSize(), dfx.Euler()
