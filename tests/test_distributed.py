@@ -46,7 +46,9 @@ def _compile_cache(tmp_path_factory):
 def _env():
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env["JAX_CPU_COLLECTIVES_IMPLEMENTATION"] = "gloo"
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+    )
     env["JAX_COMPILATION_CACHE_DIR"] = _CACHE["dir"]
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
