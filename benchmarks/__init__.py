@@ -5,4 +5,4 @@ import sys
 
 
 # `import _harness` as in `python benchmarks/NAME.py`, also for `-m benchmarks.NAME`.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))

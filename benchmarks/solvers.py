@@ -132,8 +132,8 @@ def pairs(args):
 
 
 def measure(args):
-    small = ((64, 128, 128, 10), 128) if args.full else ((64, 32, 32, 10), 16)
-    model, x, y, cost, reference = h.digits_problem(args, *small)
+    size = ((64, 128, 128, 10), 128) if args.full else ((64, 32, 32, 10), 16)
+    model, x, y, cost, reference = h.digits_problem(args, *size)
     repeats, todo = args.repeats or (10 if args.full else 5), pairs(args)
     print(f"solvers: {len(todo)} pairs", flush=True)
     # Kvaerno5's evaluations per step are measured; with --check-counts every
@@ -157,7 +157,7 @@ def measure(args):
     calls = {f"{r} | {s}": call(r, s) for r, s in todo}
     rows = []
     for (rule, solver), t in zip(todo, h.interleaved(calls, repeats, 3.0).values()):
-        rows.append(row := dict(rule=rule, solver=solver) | t)  # 3 s per row at most
+        rows.append(row := dict(rule=rule, solver=solver) | t)  # repeats until 3 s
         if "out" in row:
             (grads, info), n = row.pop("out"), sum(args.sizes[1:-1])
             steps, result = np.asarray(info.num_steps), h.result_name(info.result)
