@@ -10,19 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-
-try:
-    import holoode
-except ImportError:  # run from a checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import holoode
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import lineax as lx
 import numpy as np
+
+import holoode
 
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -90,7 +85,9 @@ def versions() -> dict:
 def table(columns, rows, align=None) -> str:
     """A markdown table; `align`: `l` or `r` per column (default: the first left)."""
     align = align or "l" + "r" * (len(columns) - 1)
-    line = lambda cells: "| " + " | ".join(map(str, cells)) + " |"
+    line = lambda cells: (
+        "| " + " | ".join(str(c).replace("|", r"\|") for c in cells) + " |"
+    )
     rule = "|" + "".join("---|" if a == "l" else "---:|" for a in align)
     return "\n".join([line(columns), rule, *map(line, rows)])
 

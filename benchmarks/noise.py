@@ -11,7 +11,6 @@ import numpy as np
 import optax
 
 import holoode
-from holoode._training._build import make_rule
 
 
 NOISE, BP = (0.0, 0.04), "BP (implicit diff.)"
@@ -27,6 +26,15 @@ PRESETS = {  # training (hidden … num_periods), then gradient quality
     | dict(learning_rate=0.05, period=50.0, num_periods=3, grad_batch=64)
     | dict(grad_keys=8, pretrain_steps=100, rules=PAPER_RULES, bp=True),
 }
+
+
+def make_rule(kw, noise_std):  # as `holoode train` builds it from these settings
+    noise, b = holoode.NeuronNoise(noise_std) if noise_std > 0 else None, kw["beta"]
+    if kw["rule"] == "continuous":
+        return holoode.ContinuousHEP(b, kw["period"], kw["num_periods"], noise=noise)
+    if kw["rule"] == "hep":
+        return holoode.HolomorphicEP(b, kw["num_points"], noise=noise)
+    return holoode.ClassicEP(b, noise=noise)
 
 
 def rules(s) -> dict:
@@ -104,7 +112,7 @@ def gradients(s) -> dict:
     rows = []
     for noise_std in NOISE:
         for label, kw in (rules(s)[k] for k in s["rules"]):
-            rule = make_rule(holoode.TrainConfig(**kw, noise_std=noise_std))
+            rule = make_rule(kw, noise_std)
             solver = holoode.SteadyStateODE() if kw["rule"] == "continuous" else tight
             row = dict(rule=label, noise_std=noise_std, cosine=[], rel_error=[])
             row |= dict(result_codes=[], free_loss=float(info.loss))
