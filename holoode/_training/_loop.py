@@ -6,7 +6,7 @@ import math
 import pathlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -148,70 +148,15 @@ def train(
         )
         config = resolve(config, **shared)
     with _sharding.stop_all_on_error():
-        train_src, test_src = _sources(config) if sources is None else sources
-        dp = DataParallel(config.num_devices)
-        dp.check_batch_size("batch_size", config.batch_size)
-        eval_bs = -(-min(config.eval_batch_size, len(test_src)) // dp.size) * dp.size
-        shard = (dp.index, dp.count)
-        loader = hdata.Loader(train_src, config.batch_size, seed=config.seed,
-                              augment=config.augment, shard=shard)  # fmt: skip
-        eval_loader = hdata.Loader(
-            test_src, eval_bs, shuffle=False, drop_remainder=False, shard=shard
-        )
-        per_epoch = _build.steps_per_epoch(config, len(loader))
-        total = config.epochs * per_epoch
-        plan, step_fn, evaluate_fn = _step.plan(config, train_src.num_classes, total)
-
-        model_key, key = jr.split(jr.key(config.seed))
-        model = _build.make_model(
-            config, train_src.image_shape, train_src.num_classes, model_key
-        )
-        opt_state = plan.optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-        scales = _build.layer_scales(config, model)
-        rule = make_rule(config)
-    run_dir = None if config.run_dir is None else pathlib.Path(config.run_dir)
-    ckpt = None if run_dir is None else run_dir / _checkpoint.FILENAME
-    opened = {}
-
-    def open_run():
-        """On process 0: check the run directory, read the checkpoint, write the
-        config; returns the data position and the metrics so far."""
-        pos = Position()
-        if resume:
-            if ckpt is None:
-                raise ValueError(
-                    "train(resume=True) needs run_dir=... (the run to resume)."
-                )
-            opened["state"] = _checkpoint.load(
-                ckpt, model=model, opt_state=opt_state, key=key, config=config
-            )
-            pos = Position.from_dict(opened["state"][3])
-        elif ckpt is not None and ckpt.exists():
-            raise ValueError(
-                f"{str(run_dir)!r} already holds a checkpoint: pass --resume "
-                "(resume=True) to continue that run, or choose another --run-dir."
-            )
-        if run_dir is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            saved = {k: v for k, v in config.to_dict().items() if k not in LAUNCH}
-            (run_dir / "config.json").write_text(json.dumps(saved, indent=2))
-        opened["metrics"] = MetricsLog(
-            run_dir,
-            resume_step=pos.step if resume else None,
-            resume_epoch=pos.epoch if resume else None,
-        )
-        return {"position": pos.to_dict(), "records": opened["metrics"].records}
-
-    errors = (_checkpoint.CheckpointError, ValueError, OSError)
-    with _sharding.stop_all_on_error(agreed=errors):
-        reply = _sharding.on_first(open_run, errors)
-    pos = Position.from_dict(reply["position"])
-    metrics = opened.get("metrics") or MetricsLog(None)
-    metrics.records = reply["records"]
-    if resume:
-        model, opt_state, key = dp.from_first(
-            opened["state"][:3] if "state" in opened else (model, opt_state, key)
-        )
+        run = _setup(config, sources)
+    dp, loader, eval_loader = run.dp, run.loader, run.eval_loader
+    per_epoch, total, plan = run.per_epoch, run.total, run.plan
+    step_fn, evaluate_fn = run.step_fn, run.evaluate_fn
+    scales, rule = run.scales, run.rule
+    pos, metrics, (model, opt_state, key) = _open_run(
+        config, resume, (run.model, run.opt_state, run.key), dp
+    )
+    ckpt = None if config.run_dir is None else _checkpoint_path(config)
     model, opt_state, key, scales, rule = dp.replicate(
         (model, opt_state, key, scales, rule)
     )
@@ -344,6 +289,99 @@ def train(
         skip_reasons=dict(pos.skips),
         seconds=time.perf_counter() - start,
         history=history,
-        run_dir=None if run_dir is None else str(run_dir),
+        run_dir=None if config.run_dir is None else str(pathlib.Path(config.run_dir)),
         finished=finished,
     )
+
+
+class _Setup(NamedTuple):
+    """What a run is built from: data, the compiled step, the initial state."""
+
+    dp: DataParallel
+    loader: hdata.Loader
+    eval_loader: hdata.Loader
+    per_epoch: int
+    total: int
+    plan: Any
+    step_fn: Callable
+    evaluate_fn: Callable
+    model: Any
+    opt_state: Any
+    key: Any
+    scales: Any
+    rule: Any
+
+
+def _setup(config: TrainConfig, sources) -> _Setup:
+    train_src, test_src = _sources(config) if sources is None else sources
+    dp = DataParallel(config.num_devices)
+    dp.check_batch_size("batch_size", config.batch_size)
+    eval_bs = -(-min(config.eval_batch_size, len(test_src)) // dp.size) * dp.size
+    shard = (dp.index, dp.count)
+    loader = hdata.Loader(train_src, config.batch_size, seed=config.seed,
+                          augment=config.augment, shard=shard)  # fmt: skip
+    eval_loader = hdata.Loader(
+        test_src, eval_bs, shuffle=False, drop_remainder=False, shard=shard
+    )
+    per_epoch = _build.steps_per_epoch(config, len(loader))
+    total = config.epochs * per_epoch
+    plan, step_fn, evaluate_fn = _step.plan(config, train_src.num_classes, total)
+    model_key, key = jr.split(jr.key(config.seed))
+    model = _build.make_model(
+        config, train_src.image_shape, train_src.num_classes, model_key
+    )
+    opt_state = plan.optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    scales = _build.layer_scales(config, model)
+    return _Setup(dp, loader, eval_loader, per_epoch, total, plan, step_fn,
+                  evaluate_fn, model, opt_state, key, scales,
+                  make_rule(config))  # fmt: skip
+
+
+def _checkpoint_path(config: TrainConfig) -> pathlib.Path:
+    return pathlib.Path(config.run_dir) / _checkpoint.FILENAME
+
+
+def _open_run(config: TrainConfig, resume: bool, state, dp: DataParallel):
+    """`(position, metrics log, (model, opt_state, key))`: process 0 checks the
+    run directory, reads the checkpoint (`resume`) and writes the config; every
+    process receives the position, the metrics so far and the state."""
+    run_dir = None if config.run_dir is None else pathlib.Path(config.run_dir)
+    ckpt = None if run_dir is None else _checkpoint_path(config)
+    opened = {}
+
+    def open_run():
+        pos = Position()
+        if resume:
+            if ckpt is None:
+                raise ValueError(
+                    "train(resume=True) needs run_dir=... (the run to resume)."
+                )
+            model, opt_state, key = state
+            opened["state"] = _checkpoint.load(
+                ckpt, model=model, opt_state=opt_state, key=key, config=config
+            )
+            pos = Position.from_dict(opened["state"][3])
+        elif ckpt is not None and ckpt.exists():
+            raise ValueError(
+                f"{str(run_dir)!r} already holds a checkpoint: pass --resume "
+                "(resume=True) to continue that run, or choose another --run-dir."
+            )
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            saved = {k: v for k, v in config.to_dict().items() if k not in LAUNCH}
+            (run_dir / "config.json").write_text(json.dumps(saved, indent=2))
+        opened["metrics"] = MetricsLog(
+            run_dir,
+            resume_step=pos.step if resume else None,
+            resume_epoch=pos.epoch if resume else None,
+        )
+        return {"position": pos.to_dict(), "records": opened["metrics"].records}
+
+    errors = (_checkpoint.CheckpointError, ValueError, OSError)
+    with _sharding.stop_all_on_error(agreed=errors):
+        reply = _sharding.on_first(open_run, errors)
+    metrics = opened.get("metrics") or MetricsLog(None)
+    metrics.records = reply["records"]
+    if resume:
+        state = dp.from_first(opened["state"][:3] if "state" in opened else state)
+    return Position.from_dict(reply["position"]), metrics, state
