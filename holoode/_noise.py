@@ -9,7 +9,7 @@ import jax.tree_util as jtu
 import lineax as lx
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from ._equilibrium.base import complex_checked
+from ._equilibrium.ode import SteadyStateODE
 from ._misc import real_dtype, tree_isfinite
 
 
@@ -86,19 +86,15 @@ class NeuronNoise(eqx.Module):
             self.diffusion(u0, 0.0, self.duration, key),
         )
         ts = jnp.linspace(self.duration / self.samples, self.duration, self.samples)
-        with complex_checked():
-            sol = dfx.diffeqsolve(
-                terms,
-                dfx.Euler(),
-                t0=0.0,
-                t1=self.duration,
-                dt0=self.dt,
-                y0=(u0, None),
-                saveat=dfx.SaveAt(ts=ts),
-                max_steps=int(self.duration / self.dt) + 2,
-                adjoint=dfx.ForwardMode(),  # never differentiated; plain while loop
-                throw=False,
-            )
+        euler_maruyama = SteadyStateODE(
+            dfx.Euler(),
+            stepsize_controller=dfx.ConstantStepSize(),
+            dt0=self.dt,
+            max_steps=int(self.duration / self.dt) + 2,
+        )
+        sol = euler_maruyama.integrate(
+            terms, 0.0, self.duration, (u0, None), saveat=dfx.SaveAt(ts=ts)
+        )
         states = sol.ys[0]
         finite = tree_isfinite(states) & (sol.result == dfx.RESULTS.successful)
         return states, finite

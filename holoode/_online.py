@@ -9,7 +9,7 @@ from jax.core import Tracer
 from jaxtyping import Array, PyTree
 
 from ._costs import AbstractCost
-from ._equilibrium.base import complex_checked
+from ._equilibrium.ode import SteadyStateODE
 from ._misc import complex_dtype, real_dtype, tree_astype, tree_dtype
 from ._model import AbstractEquilibriumModel, learning_signal, parameters
 from ._solution import RESULTS
@@ -126,24 +126,20 @@ def online_plasticity(
     u0 = tree_astype(model.init_state(x[0]), cdtype)
     y0 = (u0, tree_astype(params, cdtype))
     switches = duration * jnp.arange(1, n, dtype=rdtype)
-    with complex_checked():
-        sol = dfx.diffeqsolve(
-            dfx.ODETerm(field),
-            solver,
-            t0=0.0,
-            t1=float(n * duration),
-            dt0=None,
-            y0=y0,
-            stepsize_controller=dfx.PIDController(
-                rtol=rtol, atol=atol, norm=optx.rms_norm, jump_ts=switches
-            ),
-            saveat=dfx.SaveAt(t1=True),
-            adjoint=dfx.ForwardMode(),  # never differentiated: a plain while loop
-            max_steps=max_steps
-            if max_steps is not None
-            else 400 * n * periods_per_example,
-            throw=False,
-        )
+    steps = 400 * n * periods_per_example if max_steps is None else max_steps
+    ode = SteadyStateODE(solver, rtol, atol, max_steps=steps)
+    # The example switches are jumps of the input: the controller steps onto them.
+    controller = dfx.PIDController(
+        rtol=rtol, atol=atol, norm=optx.rms_norm, jump_ts=switches
+    )
+    sol = ode.integrate(
+        dfx.ODETerm(field),
+        0.0,
+        float(n * duration),
+        y0,
+        controller=controller,
+        saveat=dfx.SaveAt(t1=True),
+    )
     theta = jtu.tree_map(
         lambda a, p: jnp.real(a[-1]).astype(p.dtype), sol.ys[1], params
     )

@@ -55,6 +55,11 @@ class SteadyStateODE(AbstractEquilibriumSolver):
     tolerance. The default controller therefore uses the steady-state tolerances;
     a looser controller only helps with an L-stable implicit solver.
 
+    It is also holoode's one integrator: `ContinuousHEP`, `NeuronNoise` and
+    `online_plasticity` integrate in time through `integrate` (`ContinuousHEP`
+    with the solver, tolerances, step-size controller and `max_steps` given
+    here; `NeuronNoise` with Euler–Maruyama at its own `dt`).
+
     Complex states are integrated natively by default. With `split_complex=True` the
     state is carried as real and imaginary parts (the field is then
     `(Re f(a + ib), Im f(a + ib))`): use this with implicit solvers such as
@@ -89,32 +94,62 @@ class SteadyStateODE(AbstractEquilibriumSolver):
         rtol, atol = self.tolerances(u0)
         return dfx.PIDController(rtol=rtol, atol=atol, norm=optx.rms_norm)
 
-    def solve(self, vector_field, u0, *, differentiable):
-        rtol, atol = self.tolerances(u0)
-        field, y0, to_state = real_view(vector_field, u0, self.split_complex)
-        controller = self.controller(u0)
-        event = dfx.Event(_near_equilibrium(rtol, atol))
+    def integrate(
+        self,
+        terms: dfx.AbstractTerm,
+        t0,
+        t1,
+        y0,
+        *,
+        saveat: dfx.SaveAt,
+        controller: dfx.AbstractStepSizeController | None = None,
+        max_steps: int | None = None,
+        differentiable: bool = False,
+        **kwargs,
+    ) -> dfx.Solution:
+        """`dfx.diffeqsolve(terms, ...)` from `t0` to `t1` with this solver's Diffrax
+        solver, `dt0`, step-size controller (or `controller`) and `max_steps` (or
+        a tighter one): the one place where holoode integrates in time (the
+        steady state here, `ContinuousHEP`'s driven run, `NeuronNoise`'s samples,
+        `online_plasticity`). Never raises: read `result`. Reverse-mode
+        gradients flow through the steps (checkpointed) only if `differentiable`;
+        otherwise it is a plain while loop, which compiles faster and stores
+        nothing. `kwargs` go to `diffeqsolve` (`args`, `event`, carried solver
+        and controller states)."""
         with complex_checked():
-            sol = dfx.diffeqsolve(
-                dfx.ODETerm(lambda t, y, f: f(y)),
+            return dfx.diffeqsolve(
+                terms,
                 self.solver,
-                t0=0.0,
-                t1=jnp.inf,
+                t0=t0,
+                t1=t1,
                 dt0=self.dt0,
                 y0=y0,
-                args=field,
-                stepsize_controller=controller,
-                event=event,
-                max_steps=self.max_steps,
-                saveat=dfx.SaveAt(t1=True),
-                # Backpropagation through the steps (checkpointed) only when asked
-                # for; otherwise a plain while loop, which compiles faster and
-                # stores nothing.
+                stepsize_controller=self.controller(y0)
+                if controller is None
+                else controller,
+                saveat=saveat,
+                max_steps=self.max_steps if max_steps is None else max_steps,
                 adjoint=dfx.RecursiveCheckpointAdjoint()
                 if differentiable
                 else dfx.ForwardMode(),
                 throw=False,
+                **kwargs,
             )
+
+    def solve(self, vector_field, u0, *, differentiable):
+        rtol, atol = self.tolerances(u0)
+        field, y0, to_state = real_view(vector_field, u0, self.split_complex)
+        sol = self.integrate(
+            dfx.ODETerm(lambda t, y, f: f(y)),
+            0.0,
+            jnp.inf,
+            y0,
+            args=field,
+            controller=self.controller(u0),
+            event=dfx.Event(_near_equilibrium(rtol, atol)),
+            saveat=dfx.SaveAt(t1=True),
+            differentiable=differentiable,
+        )
         value = to_state(jtu.tree_map(lambda y: y[-1], sol.ys))
         # The steady-state event is this solver's success; any other end keeps
         # Diffrax's cause (`max_steps_reached`, `dt_min_reached`, ...).

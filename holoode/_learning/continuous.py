@@ -312,12 +312,13 @@ class ContinuousHEP(AbstractLearningRule):
             split_state=solver.split_complex,
         )
         u0 = initial_states(model, x, cdtype)
-        if self.noise is None:
-            controller = solver.controller(u0)
-            integrator, dt0 = solver.solver, solver.dt0
-        else:
-            controller, integrator = dfx.ConstantStepSize(), dfx.Euler()
-            dt0 = self.noise.dt
+        # The integrator: the user's, or with noise Euler–Maruyama at its step.
+        ode = solver
+        if self.noise is not None:
+            fixed_step = dict(stepsize_controller=dfx.ConstantStepSize())
+            ode = SteadyStateODE(dfx.Euler(), dt0=self.noise.dt, **fixed_step)
+        controller = ode.controller(u0)
+        integrator, dt0 = ode.solver, ode.dt0
         to_complex = merge if solver.split_complex else (lambda u: u)
         # Segment boundaries: [0, t_warm] (if any warm-up), then `num_samples`
         # segments per period. The signal is sampled at every boundary from t_warm
@@ -388,29 +389,21 @@ class ContinuousHEP(AbstractLearningRule):
                     0, jnp.minimum(n, budget), step, (state, solver_state, within)
                 )
                 return state, solver_state, controller_state, n, result
-            with complex_checked():
-                sol = dfx.diffeqsolve(
-                    terms,
-                    integrator,
-                    t0=t0,
-                    t1=t1,
-                    dt0=dt0,
-                    y0=state,
-                    stepsize_controller=controller,
-                    max_steps=budget,
-                    saveat=dfx.SaveAt(
-                        t1=True, solver_state=True, controller_state=True
-                    ),
-                    # Carried over from the previous segment, so that the solver
-                    # continues (first-same-as-last stages, step size) as if the run
-                    # were one solve.
-                    solver_state=solver_state,
-                    controller_state=controller_state,
-                    # Never differentiated (the gradient is the accumulator): a plain
-                    # while loop, no checkpointing; also what a noisy run requires.
-                    adjoint=dfx.ForwardMode(),
-                    throw=False,
-                )
+            # Never differentiated (the gradient is the accumulator). The solver
+            # and controller states are carried over from the previous segment, so
+            # that the solver continues (first-same-as-last stages, step size) as
+            # if the run were one solve.
+            sol = ode.integrate(
+                terms,
+                t0,
+                t1,
+                state,
+                controller=controller,
+                max_steps=budget,
+                saveat=dfx.SaveAt(t1=True, solver_state=True, controller_state=True),
+                solver_state=solver_state,
+                controller_state=controller_state,
+            )
             state = jtu.tree_map(lambda a: a[-1], sol.ys)
             steps = sol.stats["num_steps"]
             result = RESULTS.promote(sol.result)
