@@ -23,7 +23,7 @@ _MAX_RATE = 0.999
 # stalled (on real data it then wanders for thousands of steps without
 # converging); it stops so that the free-phase fallback to the dynamics takes
 # over (see `holoode._equilibrium.batched.solve_free`).
-_PATIENCE = 300
+_PATIENCE = 150
 
 
 def _gram_shift(regularisation: float, dtype) -> float:
@@ -224,7 +224,7 @@ class AndersonAcceleration(AbstractEquilibriumSolver):
     and the convergence rate `q` measured over the last few steps (the criterion of
     `holoode.FixedPointIteration`), and returns `g(u)`. So `rtol`/`atol` bound the
     error of the equilibrium itself, and gradient errors follow the tolerance.
-    An iteration whose step has not halved in 300 iterations has stalled and
+    An iteration whose step has not halved in 150 iterations has stalled and
     stops early (result `nonlinear_divergence`); for the free phase of every rule
     the dynamics then take over (`holoode.SteadyStateODE` from the initial
     state, refined by this solver), as they do where this solver converged to a
