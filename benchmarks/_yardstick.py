@@ -1,7 +1,10 @@
 """The yardstick: network, data, states, exact reference and the paper's schedules
 (benchmarks/README.md, "The yardstick"). The trained weights are cached in
-`~/.cache/holoode/yardstick-trained.eqx` (or under `$HOLOODE_CACHE_DIR`)."""
+`~/.cache/holoode/yardstick-trained.eqx` (or under `$HOLOODE_CACHE_DIR`), the exact
+gradients in `yardstick-reference-HASH.npz` next to them (HASH: of the weights and
+the batch they belong to)."""
 
+import hashlib
 import os
 import pathlib
 
@@ -77,6 +80,13 @@ def _train(model):
     return model
 
 
+def _cache() -> pathlib.Path:
+    base = os.environ.get("XDG_CACHE_HOME", str(pathlib.Path.home() / ".cache"))
+    path = pathlib.Path(os.environ.get("HOLOODE_CACHE_DIR", f"{base}/holoode"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def network(state: str) -> holoode.nn.HopfieldMLP:
     """The yardstick network at `state` (`"init"` or `"trained"`), float32."""
     if state not in STATES:
@@ -84,10 +94,7 @@ def network(state: str) -> holoode.nn.HopfieldMLP:
     model = paper_init()
     if state == "init":
         return model
-    base = os.environ.get("XDG_CACHE_HOME", str(pathlib.Path.home() / ".cache"))
-    path = pathlib.Path(os.environ.get("HOLOODE_CACHE_DIR", f"{base}/holoode"))
-    path.mkdir(parents=True, exist_ok=True)
-    path /= "yardstick-trained.eqx"
+    path = _cache() / "yardstick-trained.eqx"
     if path.exists():
         return eqx.tree_deserialise_leaves(path, model)
     print(f"Training the yardstick network once ({TRAIN_STEPS} steps) -> {path}")
@@ -123,12 +130,30 @@ class DynamicsThenRefine(holoode.AbstractEquilibriumSolver):
 
 def exact_gradient(model, x, y):
     """The float64 reference: implicit differentiation (dense LU adjoint) at the
-    `DynamicsThenRefine` equilibrium, solved to 1e-12; as float64 arrays."""
+    `DynamicsThenRefine` equilibrium, solved to 1e-12; as float64 arrays (computed
+    once per weights and batch, then read from the cache: minutes at
+    initialisation, where the dynamics relax slowly)."""
+    arrays = [*jtu.tree_leaves(eqx.filter(model, eqx.is_array)), x, y]
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a).tobytes())
+    path = _cache() / f"yardstick-reference-{digest.hexdigest()[:16]}.npz"
+    structure = jtu.tree_structure(eqx.filter(model, eqx.is_array))
+    if path.exists():
+        with np.load(path, allow_pickle=False) as stored:
+            leaves = [stored[f"leaf{i}"] for i in range(len(stored.files))]
+        return jtu.tree_unflatten(structure, leaves)
     with jax.enable_x64(True):
         m64, x64 = cast(model, jnp.float64), jnp.asarray(x, jnp.float64)
         solver = DynamicsThenRefine()
         grads, _ = holoode.gradient(EXACT, m64, x64, y, cost=COST, solver=solver)
-        return jtu.tree_map(np.asarray, grads)
+        grads = jtu.tree_map(np.asarray, grads)
+    leaves = jtu.tree_leaves(grads)
+    assert jtu.tree_structure(grads) == structure
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **{f"leaf{i}": a for i, a in enumerate(leaves)})
+    tmp.replace(path)
+    return grads
 
 
 # The paper's schedules, re-implemented as baselines (not part of the library).
