@@ -23,6 +23,7 @@ BENCHMARKS = {
     "convnet_speed": ([], ["--full"]),
     "noise": (["--quick"], ["--full"]),
     "training": ([], ["--full"]),
+    "paper_mnist": ([], ["--full"]),
 }
 
 

@@ -140,7 +140,7 @@ def table(record) -> str:
             sweep.format(**r).split(";") + ["yes" if r["honest"] else "**no**"]
             for r in data["exactness"]
         ]
-        columns2 = "N,\\|β\\|,rel. error,error estimate,max radius ratio,result,honest"
+        columns2 = "N,|β|,rel. error,error estimate,max radius ratio,result,honest"
         lines += [f"### {state}", "", h.table(columns.split(","), rows, "lrrrrrlrr")]
         lines += ["", h.table(columns2.split(","), rows2, "rrrrrll"), ""]
     met = [[t, "met" if ok else "**not met**", e] for t, ok, e in targets(record)]
