@@ -76,8 +76,10 @@ def measure(args):
             protocol[key], name = getattr(args, key), "custom"
     base = holoode.PRESETS["mnist-mlp"].to_dict() | dict(epochs=protocol["epochs"])
     base |= dict(steps_per_epoch=protocol["steps_per_epoch"], eval_every=1)
-    rows = []
-    for key in args.rules.split(","):
+    rows, keys = [], args.rules.split(",")
+    if unknown := set(keys) - set(ROWS):
+        raise SystemExit(f"unknown --rules {sorted(unknown)}; known: {list(ROWS)}")
+    for key in keys:
         label, overrides, paper = ROWS[key]
         for noise, paper_error in zip((0.0, NOISE), paper):
             if noise and overrides["rule"] == "bp":
