@@ -247,3 +247,22 @@ def test_mlp_refuses_bad_inputs_naming_the_layer():
     model, x, _ = mlp_problem(3)
     with pytest.raises(ValueError, match=r"layer 0 expects an input of shape \(4,\)"):
         model.init_state(jnp.zeros((5,)))
+
+
+def test_real_weights_times_complex_states_is_the_complex_product():
+    # Real weights and a complex state are multiplied as two real products; the
+    # value and the holomorphic derivatives (∂/∂v = w, ∂/∂w = v) must be those of
+    # the complex product itself.
+    from holoode.nn._complex import complex_matmul
+
+    w = jr.normal(jr.key(0), (3, 4))
+    v = jr.normal(jr.key(1), (4,)) + 1j * jr.normal(jr.key(2), (4,))
+    ct = jr.normal(jr.key(3), (3,)) + 1j * jr.normal(jr.key(4), (3,))
+    np.testing.assert_allclose(complex_matmul(w, v), w @ v, rtol=1e-6)
+    _, vjp = jax.vjp(complex_matmul, w.astype(v.dtype), v)
+    _, vjp_ref = jax.vjp(jnp.matmul, w.astype(v.dtype), v)
+    for got, want in zip(vjp(ct), vjp_ref(ct)):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    _, vjp_v = jax.vjp(lambda v: complex_matmul(w, v), v)
+    _, vjp_v_ref = jax.vjp(lambda v: w.astype(v.dtype) @ v, v)
+    np.testing.assert_allclose(vjp_v(ct)[0], vjp_v_ref(ct)[0], rtol=1e-6)

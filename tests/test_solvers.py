@@ -159,9 +159,7 @@ def test_solve_rows_solves_the_selected_examples_in_chunks():
     u0 = initial_states(model, x)
     rows = jnp.array([1, 0, 0, 1, 1, 0, 1, 0, 0, 1, 1], bool)
     ode = ho.SteadyStateODE(rtol=1e-8, atol=1e-8)
-    values, steps = jax.jit(
-        lambda u: solve_rows(ode, model, x, y, cost, u, rows)
-    )(u0)
+    values, steps = jax.jit(lambda u: solve_rows(ode, model, x, y, cost, u, rows))(u0)
     whole = solve_batch(ode, model, x, y, cost, 0.0, u0)
     for got, want, start in zip(
         jax.tree.leaves(values), jax.tree.leaves(whole.value), jax.tree.leaves(u0)
@@ -170,3 +168,59 @@ def test_solve_rows_solves_the_selected_examples_in_chunks():
         np.testing.assert_array_equal(got[~rows], start[~rows])
     np.testing.assert_array_equal(steps[rows], whole.num_steps[rows])
     assert not np.any(steps[~rows])
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.complex128])
+def test_anderson_keeps_the_gram_matrix_of_its_history(dtype):
+    # The Gram matrix ΔRᴴΔR is updated one row per step and the histories are
+    # stored as real rows (Re, Im); after more steps than the memory holds, both
+    # must equal the Gram matrix and the mixing computed from scratch.
+    from holoode._equilibrium.anderson import FixedPointLoop
+
+    n, memory = 7, 4
+    k1, k2, k3 = jr.split(jr.key(3), 3)
+    a = 0.9 * jr.orthogonal(k1, n) @ jnp.diag(jnp.linspace(0.1, 1.0, n))
+    b = jr.normal(k2, (n,))
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        a, b = a * jnp.exp(0.3j), b + 1j * jr.normal(k3, (n,))
+    fn = lambda u, _: (a @ u + b, None)  # noqa: E731
+    loop = FixedPointLoop(rtol=1e-30, atol=1e-30, memory=memory)
+    u = jnp.zeros(n, dtype)
+    state = loop.init(fn, u, None, {}, None, None, frozenset())
+    iterates, images = [], []
+    for _ in range(memory + 3):
+        iterates.append(u)
+        images.append(fn(u, None)[0])
+        u, state, _ = loop.step(fn, u, None, {}, state, frozenset())
+    g = jnp.stack(images[-memory:][::-1])  # newest first
+    r = g - jnp.stack(iterates[-memory:][::-1])
+    d_r, d_g = r[:-1] - r[1:], g[:-1] - g[1:]
+    rows = state.residual_differences[:, :n]
+    if jnp.iscomplexobj(d_r):
+        rows = rows + 1j * state.residual_differences[:, n:]
+    np.testing.assert_allclose(rows, d_r, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(state.gram, d_r.conj() @ d_r.T, rtol=1e-10)
+    # The step taken: g_k − ΔG γ with γ the least-squares coefficients.
+    gamma = jnp.linalg.lstsq(d_r.T, r[0])[0]
+    np.testing.assert_allclose(u, g[0] - gamma @ d_g, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("tol", [1e-4, 1e-6, 1e-8])
+def test_anderson_tolerance_bounds_the_distance_to_the_equilibrium(tol):
+    # A linear map with slowly contracting directions (eigenvalues up to 0.99,
+    # as the synchronous update of the paper's MNIST network at initialisation):
+    # Anderson's steps shrink much faster than the map contracts, so a stop on
+    # the step alone leaves the state 5–12 tolerances away. The tolerance bounds
+    # the distance itself (scaled like the stopping test).
+    n = 200
+    q = jr.orthogonal(jr.key(0), n, dtype=jnp.float64)
+    slow = jnp.array([0.99, 0.985, 0.98, 0.975, 0.97])
+    eigenvalues = jnp.concatenate([jnp.linspace(-0.5, 0.9, n - 5), slow])
+    jac = q @ jnp.diag(eigenvalues) @ q.T
+    b = jr.normal(jr.key(1), (n,), jnp.float64)
+    exact = jnp.linalg.solve(jnp.eye(n) - jac, b)
+    solver = ho.AndersonAcceleration(rtol=tol, atol=tol, memory=10, max_steps=5000)
+    sol = solver.solve(lambda u: jac @ u + b - u, jnp.zeros(n), differentiable=False)
+    assert sol.result == ho.RESULTS.successful
+    scaled = (sol.value - exact) / (tol + tol * jnp.abs(exact))
+    assert float(jnp.sqrt(jnp.mean(scaled**2))) < 2

@@ -24,6 +24,8 @@ _MAX_RATE = 0.999
 # converging); it stops so that the free-phase fallback to the dynamics takes
 # over (see `holoode._equilibrium.batched.solve_free`).
 _PATIENCE = 150
+# A step within this many ε (relative to the value) is at the level of round-off.
+_ROUNDOFF = 64
 
 
 def _gram_shift(regularisation: float, dtype) -> float:
@@ -32,9 +34,44 @@ def _gram_shift(regularisation: float, dtype) -> float:
     return max(regularisation, 10 * float(eps(dtype)))
 
 
+def _real_rows(v: Inexact[Array, "*k n"]) -> Float[Array, "*k m"]:
+    """A complex vector as the real vector `(Re v, Im v)` (`m = 2n`); real ones
+    as they are. The histories are kept in this form: XLA's complex products on
+    CPU take about twice as long as the real products they amount to."""
+    if not jnp.iscomplexobj(v):
+        return v
+    return jnp.concatenate([v.real, v.imag], axis=-1)
+
+
+def _inner(rows: Float[Array, "k m"], v: Inexact[Array, " n"]) -> Inexact[Array, " k"]:
+    """`aᴴ v` for the vectors `a` stored as `_real_rows`, in one real product."""
+    if not jnp.iscomplexobj(v):
+        return rows @ v
+    pair = jnp.stack([_real_rows(v), jnp.concatenate([v.imag, -v.real])], axis=1)
+    out = rows @ pair
+    return jax.lax.complex(out[:, 0], out[:, 1])
+
+
+def _combine(
+    coefficients: Inexact[Array, " k"], rows: Float[Array, "k m"], like: Array
+) -> Inexact[Array, " n"]:
+    """`Σ_j γ_j a_j` for the vectors `a` stored as `_real_rows`, in the dtype of
+    `like`, in one real product."""
+    if not jnp.iscomplexobj(like):
+        return coefficients @ rows
+    n = like.shape[0]
+    out = jnp.stack([coefficients.real, coefficients.imag]) @ rows
+    return jax.lax.complex(out[0, :n] - out[1, n:], out[0, n:] + out[1, :n])
+
+
 class FixedPointLoopState(eqx.Module):
-    values: Inexact[Array, "memory n"]  # g(u_i) for the last `memory` iterates
-    residuals: Inexact[Array, "memory n"]  # r_i = g(u_i) − u_i, newest first
+    value: Inexact[Array, " n"]  # g(u) of the previous iterate
+    residual: Inexact[Array, " n"]  # r = g(u) − u of the previous iterate
+    # ΔG: g_i − g_{i−1} and ΔR: r_i − r_{i−1}, newest first, as `_real_rows`.
+    value_differences: Float[Array, "memory-1 m"]
+    residual_differences: Float[Array, "memory-1 m"]
+    gram: Inexact[Array, "memory-1 memory-1"]  # ΔRᴴ ΔR, kept up to date row by row
+    amplification: Scalar  # the largest ‖ΔU_i‖/‖ΔR_i‖ seen, ΔU = ΔG − ΔR
     count: Int[Array, ""]  # iterates seen so far
     steps: Float[Array, " window"]  # scaled step sizes, newest first
     damping: Scalar  # plain iteration only: the fraction of each step taken
@@ -48,8 +85,9 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
     """Anderson mixing for a fixed point `u = g(u)`, in Optimistix's protocol
     (`memory = 1`: plain fixed-point iteration).
 
-    Keeps the last `memory` iterates' values `g_i = g(u_i)` and residuals
-    `r_i = g_i − u_i` (flattened into vectors), and steps to `g_k − ΔG γ` with
+    Keeps the differences of the last `memory` iterates' values `g_i = g(u_i)`
+    and residuals `r_i = g_i − u_i` (flattened into vectors), with their Gram
+    matrix, and steps to `g_k − ΔG γ` with
     `γ = argmin ‖r_k − ΔR γ‖₂` over the differences of consecutive residuals
     `ΔR` and values `ΔG` (the unconstrained form of `Σ α_i g_i`, `Σ α_i = 1`),
     solved by the normal equations (Cholesky) of the column-scaled `ΔR` with a
@@ -65,8 +103,12 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
     last few steps,
     `q = (‖s_k‖/‖s_{k−w}‖)^{1/w}`, and the iteration stops when the estimated
     distance `‖s_k‖ / (1 − q)`, scaled by `atol + rtol |g(u)|`, is below 1, after
-    at least two steps. A step already at the level of round-off stops the
-    iteration too (the rate is then meaningless) if it is within tolerance.
+    at least two steps. Anderson's steps shrink faster than the map contracts,
+    so with `memory > 1` the distance is also at least `‖s_k‖ κ`, where `κ`, the
+    largest `‖ΔU_i‖/‖ΔR_i‖` seen (`ΔU` the differences of iterates), estimates
+    `‖(I − J)⁻¹‖` for the map's Jacobian `J`. A step already at the level of
+    round-off (`‖s_k‖ ≤ 64 ε ‖g(u)‖`) stops the iteration too (the rate is then
+    meaningless) if it is within tolerance.
     """
 
     rtol: float
@@ -78,10 +120,16 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
     def init(self, fn, y, args, options, f_struct, aux_struct, tags):
         del fn, args, options, f_struct, aux_struct, tags
         flat, _ = jfu.ravel_pytree(y)
-        history = jnp.zeros((self.memory, flat.size), flat.dtype)
+        history = jnp.zeros(
+            (self.memory - 1,) + _real_rows(flat).shape, real_dtype(flat.dtype)
+        )
         return FixedPointLoopState(
-            values=history,
-            residuals=history,
+            value=jnp.zeros_like(flat),
+            residual=jnp.zeros_like(flat),
+            value_differences=history,
+            residual_differences=history,
+            gram=jnp.zeros((self.memory - 1, self.memory - 1), flat.dtype),
+            amplification=jnp.array(1.0, real_dtype(flat.dtype)),
             count=jnp.array(0),
             steps=jnp.full((_RATE_WINDOW,), jnp.inf, real_dtype(flat.dtype)),
             damping=jnp.array(1.0, real_dtype(flat.dtype)),
@@ -110,18 +158,24 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
         growing = rate >= 1
         rate = jnp.clip(rate, 0.0, _MAX_RATE)
         distance = step_size / (1 - rate)
-        roundoff = self.norm(r) <= 64 * eps(flat_g.dtype) * self.norm(flat_g)
+        if self.memory > 1:
+            # Anderson's steps shrink faster than the map contracts, so their
+            # rate says little about the distance: that is `‖(I − J)⁻¹ r‖` for the
+            # map's Jacobian `J`, which amplifies the step by up to `1/(1 − λ)`
+            # along a slowly contracting direction (`λ` near 1). The history
+            # measures it: `ΔR = (J − I) ΔU` for the differences of iterates
+            # `ΔU = ΔG − ΔR`, and the largest `‖ΔU_i‖/‖ΔR_i‖` seen is the
+            # amplification found so far.
+            history = self._remember(flat_g, r, state)
+            distance = jnp.maximum(distance, step_size * history[3])
+        roundoff = self.norm(r) <= _ROUNDOFF * eps(flat_g.dtype) * self.norm(flat_g)
         error = jnp.where(
             (state.count >= 1) & (distance < 1), distance, jnp.maximum(distance, 1.0)
         )
         error = jnp.where(roundoff & (step_size < 1), step_size, error)
 
-        # Newest first: shift the history (no scatter at a batched slot index).
-        m = self.memory
-        values = jnp.concatenate([flat_g[None], state.values[:-1]])
-        residuals = jnp.concatenate([r[None], state.residuals[:-1]])
         damping = state.damping
-        if m == 1:
+        if self.memory == 1:
             # A map that stops contracting (a cycle: an eigenvalue of its Jacobian
             # at or beyond −1, as the synchronous update of a layered network or
             # gradient descent with too long a step can have) is damped by
@@ -135,8 +189,14 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
             smallest = jnp.where(stuck, jnp.inf, jnp.minimum(state.smallest, step_size))
             mixed, ok = flat_y + damping * r, jnp.array(True)
             count = jnp.where(stuck, 0, state.count + 1)
+            history = (
+                state.value_differences,
+                state.residual_differences,
+                state.gram,
+                state.amplification,
+            )
         else:
-            mixed, ok = self._mix(flat_g, r, values, residuals, state.count)
+            mixed, ok = self._mix(flat_g, r, *history[:3], state.count)
             count, smallest = state.count + 1, state.smallest
         progress = step_size < state.anchor / 2
         anchor = jnp.where(progress, step_size, state.anchor)
@@ -145,8 +205,12 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
         # A degenerate history (non-finite coefficients) falls back to a plain step.
         new_flat = jnp.where(converged | ~ok, flat_g, mixed)
         new_state = FixedPointLoopState(
-            values=values,
-            residuals=residuals,
+            value=flat_g,
+            residual=r,
+            value_differences=history[0],
+            residual_differences=history[1],
+            gram=history[2],
+            amplification=history[3],
             count=count,
             steps=steps,
             damping=damping,
@@ -157,31 +221,52 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
         )
         return unravel(new_flat), new_state, aux
 
-    def _mix(self, g, r, values, residuals, count):
+    def _remember(self, g, r, state):
+        """The histories of differences `ΔG`, `ΔR` and the Gram matrix `ΔRᴴ ΔR`
+        with the newest differences `g − g_prev`, `r − r_prev` in front (zero
+        before the second iterate). The history shifts rather than scattering at
+        a slot index (a batched index under `vmap`), and only the Gram matrix's
+        new row is computed: `m − 1` inner products per step instead of `(m − 1)²`.
+        """
+        first = state.count == 0
+        d_g = jnp.where(first, 0, g - state.value)
+        d_r = jnp.where(first, 0, r - state.residual)
+        d_gs = jnp.concatenate([_real_rows(d_g)[None], state.value_differences[:-1]])
+        d_rs = jnp.concatenate([_real_rows(d_r)[None], state.residual_differences[:-1]])
+        row = _inner(d_rs, d_r)  # ⟨ΔR_i, ΔR_0⟩: the new column of ΔRᴴ ΔR
+        inner = jnp.concatenate([row[1:, None], state.gram[:-1, :-1]], axis=1)
+        gram = jnp.concatenate([row.conj()[None], inner])
+        moved = jnp.sqrt(jnp.sum(jnp.abs(d_g - d_r) ** 2))
+        newest = jnp.where(row[0] != 0, moved / jnp.sqrt(jnp.abs(row[0])), 1.0)
+        amplification = jnp.clip(
+            jnp.maximum(state.amplification, newest), 1.0, 1 / (1 - _MAX_RATE)
+        )
+        return d_gs, d_rs, gram, amplification
+
+    def _mix(self, g, r, d_g, d_r, gram, count):
         """The Anderson step `g − ΔG γ`, `γ = argmin ‖r − ΔR γ‖₂`."""
-        # Differences of consecutive residuals and values; a difference involving
-        # a slot not filled yet is masked out (its coefficient is then zero).
-        used = jnp.arange(1, self.memory) <= count
-        d_r = jnp.where(used[:, None], residuals[:-1] - residuals[1:], 0)
-        d_g = jnp.where(used[:, None], values[:-1] - values[1:], 0)
+        # A difference involving a slot not filled yet is masked out (its
+        # coefficient is then zero).
+        used = jnp.arange(self.memory - 1) < count
+        pair = used[:, None] & used[None, :]
         # Unit columns resolve old, large differences and new, small ones alike;
         # the Tikhonov term keeps the problem positive definite. The
         # (memory − 1)-square normal equations by Cholesky, not a QR
         # factorisation of the n × (memory − 1) matrix: batched QR is the most
         # expensive part of a step on CPU (ten times the field of a 522-unit
-        # network for complex states), while the Gram matrix is two matrix
-        # products; Cholesky also compiles in a fraction of the time of a general
-        # solve. Squaring the conditioning is harmless here: directions the
-        # regularisation suppresses are the ones it would lose.
-        norms = jnp.sqrt(jnp.sum(jnp.abs(d_r) ** 2, axis=1))
-        norms = jnp.where(norms > 0, norms, 1)
-        a = d_r / norms[:, None]
-        gram = jnp.conj(a) @ a.T
+        # network for complex states), while the Gram matrix takes one new row of
+        # inner products per step; Cholesky also compiles in a fraction of the
+        # time of a general solve. Squaring the conditioning is harmless here:
+        # directions the regularisation suppresses are the ones it would lose.
+        norms = jnp.sqrt(jnp.abs(jnp.diagonal(gram)))
+        norms = jnp.where(used & (norms > 0), norms, 1)
+        scaled = jnp.where(pair, gram / (norms[:, None] * norms[None, :]), 0)
         shift = _gram_shift(self.regularisation, r.dtype) * jnp.eye(self.memory - 1)
-        factor = jnp.linalg.cholesky(gram + shift.astype(gram.dtype))
-        gamma = jax.scipy.linalg.cho_solve((factor, True), jnp.conj(a) @ r)
+        factor = jnp.linalg.cholesky(scaled + shift.astype(gram.dtype))
+        rhs = jnp.where(used, _inner(d_r, r) / norms, 0)
+        gamma = jax.scipy.linalg.cho_solve((factor, True), rhs)
         gamma = jnp.where(used, gamma / norms, 0)
-        return g - gamma @ d_g, jnp.all(jnp.isfinite(gamma))
+        return g - _combine(gamma, d_g, g), jnp.all(jnp.isfinite(gamma))
 
     def terminate(self, fn, y, args, options, state, tags):
         del fn, y, args, options, tags
@@ -222,8 +307,16 @@ class AndersonAcceleration(AbstractEquilibriumSolver):
     It stops when the estimated *distance* to the fixed point is within tolerance:
     `rms(s) / (1 − q) < 1` for the scaled step `s = (g(u) − u) / (atol + rtol |g(u)|)`
     and the convergence rate `q` measured over the last few steps (the criterion of
-    `holoode.FixedPointIteration`), and returns `g(u)`. So `rtol`/`atol` bound the
-    error of the equilibrium itself, and gradient errors follow the tolerance.
+    `holoode.FixedPointIteration`), or `rms(s) κ < 1` with `κ` the largest ratio
+    `‖Δu‖/‖Δr‖` of the differences of iterates and of residuals in its history
+    (an estimate of `‖(I − J)⁻¹‖` for the map's Jacobian `J`, which the
+    accelerated steps' own rate does not see), and returns `g(u)`. So
+    `rtol`/`atol` bound the error of the equilibrium itself (within a factor of
+    2 in the tests), and gradient errors follow the tolerance. Caveat: in float32
+    a tolerance below the attainable accuracy, about `64 ε κ` (`ε` ≈ 1.2e-7),
+    stops at round-off, and the distance is then that accuracy, not the
+    tolerance; for a slowly relaxing network (`κ` of tens) the float32 default
+    1e-6 is such a case.
     An iteration whose step has not halved in 150 iterations has stalled and
     stops early (result `nonlinear_divergence`); for the free phase of every rule
     the dynamics then take over (`holoode.SteadyStateODE` from the initial

@@ -11,6 +11,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._activations import hard_tanh
 from .._model import AbstractPrimitiveModel
 from .._pooling import pooled_size, softmax_pool
+from ._complex import complex_conv, complex_matmul
 
 
 def _per_layer(value, n: int, name: str) -> tuple:
@@ -22,46 +23,6 @@ def _per_layer(value, n: int, name: str) -> tuple:
             )
         return tuple(value)
     return (value,) * n
-
-
-def _real_conv(lhs: Array, rhs: Array, padding: int) -> Array:
-    return jax.lax.conv_general_dilated(
-        lhs,
-        rhs,
-        window_strides=(1, 1),
-        padding=((padding, padding), (padding, padding)),
-        dimension_numbers=("NCHW", "OIHW", "NCHW"),
-    )
-
-
-def _complex_conv(v: Array, kernel: Array, padding: int) -> Array:
-    """The convolution of one image `v` `(C, H, W)` with `kernel` `(O, C, k, k)`,
-    either or both complex, as a single real convolution.
-
-    XLA lowers a complex convolution to three real ones (Gauss's trick), and each
-    adds to compile time, which dominates on small networks. Here the real and
-    imaginary parts of the image go along the batch axis and those of the kernel
-    along the output channels, so one real convolution yields all four cross
-    terms. The result is exactly the (bilinear, so holomorphic) complex
-    convolution; a real kernel with a complex image, the case of the nudged
-    phases, costs one convolution of batch 2.
-    """
-    rdtype = jnp.finfo(jnp.result_type(v.dtype, kernel.dtype)).dtype
-    if not jnp.iscomplexobj(v) and not jnp.iscomplexobj(kernel):
-        return _real_conv(v[None].astype(rdtype), kernel.astype(rdtype), padding)[0]
-    lhs = jnp.stack([jnp.real(v), jnp.imag(v)]) if jnp.iscomplexobj(v) else v[None]
-    lhs = lhs.astype(rdtype)
-    if not jnp.iscomplexobj(kernel):
-        out = _real_conv(lhs, kernel.astype(rdtype), padding)
-        return jax.lax.complex(out[0], out[1])
-    o = kernel.shape[0]
-    rhs = jnp.concatenate([jnp.real(kernel), jnp.imag(kernel)]).astype(rdtype)
-    out = _real_conv(lhs, rhs, padding)
-    if not jnp.iscomplexobj(v):
-        return jax.lax.complex(out[0, :o], out[0, o:])
-    real = out[0, :o] - out[1, o:]
-    imag = out[0, o:] + out[1, :o]
-    return jax.lax.complex(real, imag)
 
 
 class HopfieldConvNet(AbstractPrimitiveModel):
@@ -257,7 +218,7 @@ class HopfieldConvNet(AbstractPrimitiveModel):
         `(C, H, W)`; real or complex."""
         kernel = self.kernels[l]
         dtype = jnp.result_type(v.dtype, kernel.dtype)
-        out = _complex_conv(v, kernel, self.paddings[l])
+        out = complex_conv(v, kernel, self.paddings[l])
         return out + self.biases[l].astype(dtype)[:, None, None]
 
     def feedforward(self, l: int, v: Array) -> Array:
@@ -287,4 +248,4 @@ class HopfieldConvNet(AbstractPrimitiveModel):
 
     def readout(self, u, x):
         self._check_state(u)
-        return self.readout_weight @ jnp.ravel(u[-1]) + self.readout_bias
+        return complex_matmul(self.readout_weight, jnp.ravel(u[-1])) + self.readout_bias

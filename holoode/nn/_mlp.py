@@ -9,6 +9,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._activations import shifted_sigmoid
 from .._model import AbstractPrimitiveModel
+from ._complex import complex_matmul
 
 
 class HopfieldMLP(AbstractPrimitiveModel):
@@ -85,7 +86,7 @@ class HopfieldMLP(AbstractPrimitiveModel):
         self._check_input(x)
         below = [x] + list(u[:-1])
         return sum(
-            jnp.dot(u_l, w @ v + b)
+            jnp.dot(u_l, complex_matmul(w, v) + b)
             for u_l, v, w, b in zip(u, below, self.weights[:-1], self.biases[:-1])
         )
 
@@ -93,4 +94,4 @@ class HopfieldMLP(AbstractPrimitiveModel):
         return jax.tree_util.tree_map(self.sigma, a)
 
     def readout(self, u, x):
-        return self.weights[-1] @ u[-1] + self.biases[-1]
+        return complex_matmul(self.weights[-1], u[-1]) + self.biases[-1]
