@@ -36,8 +36,8 @@ def _gram_shift(regularisation: float, dtype) -> float:
 
 def _real_rows(v: Inexact[Array, "*k n"]) -> Float[Array, "*k m"]:
     """A complex vector as the real vector `(Re v, Im v)` (`m = 2n`); real ones
-    as they are. The histories are kept in this form: XLA's complex products on
-    CPU take about twice as long as the real products they amount to."""
+    as they are. The histories are kept in this form: on CPU, XLA's complex
+    products are slower than the real products they amount to."""
     if not jnp.iscomplexobj(v):
         return v
     return jnp.concatenate([v.real, v.imag], axis=-1)
