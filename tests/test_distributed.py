@@ -241,3 +241,37 @@ def test_a_dead_process_stops_the_other(tmp_path):
     assert hashlib.sha256(payload).hexdigest() == header["payload_sha256"]
     step = header["position"]["step"]
     assert step >= 2 and step % 2 == 0
+
+
+class _FakeCoordinationClient:
+    """Answers `get_live_nodes` from a script: a process killed a moment ago still
+    counts as live for the first answers, as it does until the coordination
+    service notices the closed connection or the missed heartbeats."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.asked = 0
+
+    def get_live_nodes(self, nodes):
+        self.asked += 1
+        answer = self.answers[min(self.asked, len(self.answers)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@pytest.mark.parametrize(
+    "answers, me, wait, lost, asks",
+    [
+        ([[0, 1], [0, 1], [0]], 0, 30.0, [1], 3),  # noticed late: asks again
+        ([[0, 1]], 0, 0.3, [], 2),  # never noticed: gives up after `wait`
+        ([RuntimeError("gone")], 1, 30.0, [0], 1),  # the service in process 0 is gone
+        ([RuntimeError("gone")], 0, 30.0, [], 1),  # ... and this is process 0
+    ],
+)
+def test_a_process_noticed_late_is_still_named(answers, me, wait, lost, asks):
+    from holoode._training._sharding import _ask_for_lost
+
+    client = _FakeCoordinationClient(answers)
+    assert _ask_for_lost(client, 2, me, wait=wait) == lost
+    assert client.asked >= asks

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import threading
+import time
 import traceback
 
 import equinox as eqx
@@ -281,27 +282,50 @@ def stop_all_on_error(agreed: tuple[type[BaseException], ...] = ()):
 
 def _lost_processes(count: int) -> list[int]:
     """The processes that the coordination service no longer sees (best effort:
-    this is not part of JAX's public API). The service runs in process 0: if the
-    request to it fails, process 0 is the one lost."""
+    this is not part of JAX's public API)."""
     try:
         from jax._src import distributed
 
         client = distributed.global_state.client
     except ImportError:
         return []
+    return _ask_for_lost(client, count, jax.process_index())
+
+
+def _ask_for_lost(
+    client, count: int, me: int, wait: float = HEARTBEAT_TIMEOUT + 5.0
+) -> list[int]:
+    """The processes that `client`'s coordination service no longer sees. A
+    process that has just died still counts as live until the service notices
+    its closed connection or its missed heartbeats: ask again for up to `wait`
+    seconds (by then `jax.distributed` stops this process itself). The service
+    runs in process 0: if the request to it fails, process 0 is the one lost."""
+    deadline = time.monotonic() + wait
+    while True:
+        live = _live_processes(client, count)
+        if live == "no answer":
+            return []
+        if live == "failed":
+            return [0] if me != 0 else []
+        gone = sorted(set(range(count)) - set(live))
+        if gone or time.monotonic() > deadline:
+            return gone
+        time.sleep(0.25)
+
+
+def _live_processes(client, count: int):
+    """The processes the coordination service sees; "failed" if the request
+    failed, "no answer" if it got none in 5 s (asked in a thread, so that a
+    service that does not answer cannot hold this up)."""
     answer = {}
 
     def ask():
         try:
             answer["live"] = client.get_live_nodes(list(range(count)))
         except Exception:
-            answer["live"] = None
+            answer["live"] = "failed"
 
-    # In a thread, so that a service that does not answer cannot hold this up.
     thread = threading.Thread(target=ask, daemon=True)
     thread.start()
     thread.join(timeout=5.0)
-    live = answer.get("live")
-    if live is None:
-        return [0] if "live" in answer and jax.process_index() != 0 else []
-    return sorted(set(range(count)) - set(live))
+    return answer.get("live", "no answer")
