@@ -224,3 +224,50 @@ def test_anderson_tolerance_bounds_the_distance_to_the_equilibrium(tol):
     assert sol.result == ho.RESULTS.successful
     scaled = (sol.value - exact) / (tol + tol * jnp.abs(exact))
     assert float(jnp.sqrt(jnp.mean(scaled**2))) < 2
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [
+        ho.AndersonAcceleration(memory=4, max_steps=15),
+        ho.AndersonAcceleration(memory=4, max_steps=15, split_complex=True),
+        ho.FixedPointIteration(step_size=0.5, max_steps=60),
+    ],
+    ids=["anderson", "anderson-split", "fixed-point"],
+)
+@pytest.mark.parametrize("beta", [0.0, 0.4 * np.exp(0.7j)], ids=["real", "complex"])
+def test_a_batch_in_one_loop_matches_each_example_alone(solver, beta):
+    # `solve_many` runs the batch in one loop of its own: per example the same
+    # iterates, step counts and results as `solve` (an Optimistix loop) under
+    # `vmap`, including examples stopped by `max_steps` (the budgets are too small
+    # for some) and a non-finite one.
+    model, (x, y), cost = mlp(gain=3.0), data(batch=6), ho.CrossEntropy()
+    x = x.at[1].multiply(0.05).at[4, 0].set(jnp.nan)
+    u0 = ho.initial_states(model, x)
+    dtype = jnp.result_type(jnp.float64, beta)
+    u0 = jax.tree_util.tree_map(lambda u: u.astype(dtype), u0)
+
+    def field_of(args):
+        x_b, y_b = args
+        return eqx.Partial(model.vector_field, x=x_b, y=y_b, beta=beta, cost=cost)
+
+    def alone(args, u):
+        return solver.solve(field_of(args), u, differentiable=False)
+
+    many = jax.jit(
+        lambda u: solver.solve_many(field_of, u, (x, y), differentiable=False)
+    )(u0)
+    each = jax.jit(jax.vmap(alone))((x, y), u0)
+    np.testing.assert_array_equal(many.result._value, each.result._value)
+    results = set(np.asarray(many.result._value).tolist())
+    assert int(ho.RESULTS.nonfinite._value) in results
+    assert len(results) == 3  # converged, out of steps and non-finite examples
+    finite = np.asarray(many.result != ho.RESULTS.nonfinite)
+    np.testing.assert_array_equal(
+        np.asarray(many.num_steps)[finite], np.asarray(each.num_steps)[finite]
+    )
+    for a, b in zip(jax.tree_util.tree_leaves(many), jax.tree_util.tree_leaves(each)):
+        if jnp.issubdtype(a.dtype, jnp.inexact):
+            np.testing.assert_allclose(
+                np.asarray(a)[finite], np.asarray(b)[finite], rtol=1e-10, atol=1e-12
+            )

@@ -10,7 +10,7 @@ import optimistix as optx
 from jaxtyping import Array, Float, Inexact, Int, PyTree, Scalar
 
 from .._misc import as_int, eps, real_dtype
-from .base import AbstractEquilibriumSolver, optimistix_solve
+from .batch_loop import AbstractIteratedMap
 
 
 # How many past step sizes the convergence-rate estimate keeps: it measures over
@@ -43,13 +43,20 @@ def _real_rows(v: Inexact[Array, "*k n"]) -> Float[Array, "*k m"]:
     return jnp.concatenate([v.real, v.imag], axis=-1)
 
 
-def _inner(rows: Float[Array, "k m"], v: Inexact[Array, " n"]) -> Inexact[Array, " k"]:
-    """`aᴴ v` for the vectors `a` stored as `_real_rows`, in one real product."""
-    if not jnp.iscomplexobj(v):
-        return rows @ v
-    pair = jnp.stack([_real_rows(v), jnp.concatenate([v.imag, -v.real])], axis=1)
-    out = rows @ pair
-    return jax.lax.complex(out[:, 0], out[:, 1])
+def _inner(
+    rows: Float[Array, "k m"], *vs: Inexact[Array, " n"]
+) -> tuple[Inexact[Array, " k"], ...]:
+    """`aᴴ v` for the vectors `a` stored as `_real_rows`, for each `v` of `vs`:
+    for complex vectors in one real product (one pass over `rows`)."""
+    if not jnp.iscomplexobj(vs[0]):
+        return tuple(rows @ v for v in vs)
+    columns = []
+    for v in vs:  # Re aᴴv = Re a·Re v + Im a·Im v, Im aᴴv = Re a·Im v − Im a·Re v
+        columns += [_real_rows(v), jnp.concatenate([v.imag, -v.real])]
+    out = rows @ jnp.stack(columns, axis=1)
+    return tuple(
+        jax.lax.complex(out[:, j], out[:, j + 1]) for j in range(0, len(columns), 2)
+    )
 
 
 def _combine(
@@ -196,7 +203,7 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
                 state.amplification,
             )
         else:
-            mixed, ok = self._mix(flat_g, r, *history[:3], state.count)
+            mixed, ok = self._mix(flat_g, *history[::2], state.count)
             count, smallest = state.count + 1, state.smallest
         progress = step_size < state.anchor / 2
         anchor = jnp.where(progress, step_size, state.anchor)
@@ -233,7 +240,9 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
         d_r = jnp.where(first, 0, r - state.residual)
         d_gs = jnp.concatenate([_real_rows(d_g)[None], state.value_differences[:-1]])
         d_rs = jnp.concatenate([_real_rows(d_r)[None], state.residual_differences[:-1]])
-        row = _inner(d_rs, d_r)  # ⟨ΔR_i, ΔR_0⟩: the new column of ΔRᴴ ΔR
+        # ⟨ΔR_i, ΔR_0⟩ (the new column of ΔRᴴ ΔR) and ⟨ΔR_i, r⟩ (the
+        # least-squares problem's right-hand side) in one pass over the history.
+        row, rhs = _inner(d_rs, d_r, r)
         inner = jnp.concatenate([row[1:, None], state.gram[:-1, :-1]], axis=1)
         gram = jnp.concatenate([row.conj()[None], inner])
         moved = jnp.sqrt(jnp.sum(jnp.abs(d_g - d_r) ** 2))
@@ -241,10 +250,11 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
         amplification = jnp.clip(
             jnp.maximum(state.amplification, newest), 1.0, 1 / (1 - _MAX_RATE)
         )
-        return d_gs, d_rs, gram, amplification
+        return d_gs, d_rs, gram, amplification, rhs
 
-    def _mix(self, g, r, d_g, d_r, gram, count):
-        """The Anderson step `g − ΔG γ`, `γ = argmin ‖r − ΔR γ‖₂`."""
+    def _mix(self, g, d_g, gram, rhs, count):
+        """The Anderson step `g − ΔG γ`, `γ = argmin ‖r − ΔR γ‖₂`, from the Gram
+        matrix `ΔRᴴ ΔR` and `ΔRᴴ r`."""
         # A difference involving a slot not filled yet is masked out (its
         # coefficient is then zero).
         used = jnp.arange(self.memory - 1) < count
@@ -261,9 +271,9 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
         norms = jnp.sqrt(jnp.abs(jnp.diagonal(gram)))
         norms = jnp.where(used & (norms > 0), norms, 1)
         scaled = jnp.where(pair, gram / (norms[:, None] * norms[None, :]), 0)
-        shift = _gram_shift(self.regularisation, r.dtype) * jnp.eye(self.memory - 1)
+        shift = _gram_shift(self.regularisation, g.dtype) * jnp.eye(self.memory - 1)
         factor = jnp.linalg.cholesky(scaled + shift.astype(gram.dtype))
-        rhs = jnp.where(used, _inner(d_r, r) / norms, 0)
+        rhs = jnp.where(used, rhs / norms, 0)
         gamma = jax.scipy.linalg.cho_solve((factor, True), rhs)
         gamma = jnp.where(used, gamma / norms, 0)
         return g - _combine(gamma, d_g, g), jnp.all(jnp.isfinite(gamma))
@@ -283,7 +293,7 @@ class FixedPointLoop(optx.AbstractFixedPointSolver):
         return y, aux, {}
 
 
-class AndersonAcceleration(AbstractEquilibriumSolver):
+class AndersonAcceleration(AbstractIteratedMap):
     """Fixed-point iteration of `u ← u + η f(u)`, accelerated by Anderson mixing.
 
     Plain fixed-point iteration (`holoode.FixedPointIteration`) converges like
@@ -369,26 +379,12 @@ class AndersonAcceleration(AbstractEquilibriumSolver):
                 f"{self.memory!r}."
             )
 
-    def solve(self, vector_field, u0, *, differentiable):
+    def _loop(self, u0) -> FixedPointLoop:
         rtol, atol = self.tolerances(u0)
-
-        def update(u, f):
-            return jax.tree_util.tree_map(lambda a, b: a + self.step_size * b, u, f(u))
-
-        solver = FixedPointLoop(
+        return FixedPointLoop(
             rtol=rtol,
             atol=atol,
             norm=optx.rms_norm,
             memory=self.memory,
             regularisation=self.regularisation,
-        )
-        return optimistix_solve(
-            optx.fixed_point,
-            update,
-            solver,
-            vector_field,
-            u0,
-            split_complex=self.split_complex,
-            max_steps=self.max_steps,
-            differentiable=differentiable,
         )

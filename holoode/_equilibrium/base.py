@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import optimistix as optx
@@ -55,6 +56,23 @@ class AbstractEquilibriumSolver(eqx.Module):
 
         **Returns:** a `holoode.Equilibrium`.
         """
+
+    def solve_many(
+        self,
+        field_of: Callable[[PyTree[Array]], VectorField],
+        u0: PyTree[Array],
+        args: PyTree[Array],
+        *,
+        differentiable: bool,
+    ) -> Equilibrium:
+        """Solve a batch: example `b` is `field_of(args[b])(u) = 0` from `u0[b]`
+        (leading axes). The default is `jax.vmap` of `solve`; a solver may run the
+        batch in one loop of its own, with the same result per example."""
+
+        def one(a, u):
+            return self.solve(field_of(a), u, differentiable=differentiable)
+
+        return jax.vmap(one)(args, u0)
 
     def tolerances(self, u0: PyTree[Array]) -> tuple[float, float]:
         dtype = tree_dtype(u0)
@@ -174,11 +192,16 @@ def optimistix_solve(
             adjoint=adjoint,
             throw=False,
         )
-    # Running out of steps is the same cause whichever library's loop ran.
-    result = RESULTS.promote(sol.result)
-    out_of_steps = result == RESULTS.nonlinear_max_steps_reached
-    result = RESULTS.where(out_of_steps, RESULTS.max_steps_reached, result)
+    result = promote(sol.result)
     return finish(vector_field, to_state(sol.value), sol.stats["num_steps"], result)
+
+
+def promote(result: optx.RESULTS) -> RESULTS:
+    """An Optimistix result as a `holoode.RESULTS`; running out of steps is the
+    same cause whichever library's loop ran."""
+    result = RESULTS.promote(result)
+    out_of_steps = result == RESULTS.nonlinear_max_steps_reached
+    return RESULTS.where(out_of_steps, RESULTS.max_steps_reached, result)
 
 
 def finish(

@@ -38,18 +38,27 @@ def solve_batch(
     differentiable: bool = False,
 ) -> Equilibrium:
     """Equilibria of a batch (leading axis of `x`, `y`, `u0`) at one `beta` (real
-    or complex), each solved by `solver` from its own `u0`, all in one `vmap`.
+    or complex), each solved by `solver` from its own `u0`, all in one batch solve
+    (`solver.solve_many`).
 
     `differentiable=True` lets reverse-mode gradients flow through the solver's
     iterations (backpropagation through time); otherwise the caller stops
     gradients. The result's fields carry the batch axis; nothing is raised: read
     `result` (a `holoode.RESULTS` per example)."""
 
-    def one(x_b, y_b, u0_b):
-        field = eqx.Partial(model.vector_field, x=x_b, y=y_b, beta=beta, cost=cost)
-        return solver.solve(field, u0_b, differentiable=differentiable)
+    betas = jnp.broadcast_to(jnp.asarray(beta), x.shape[:1])
+    return _solve_examples(solver, model, x, y, cost, betas, u0, differentiable)
 
-    return jax.vmap(one)(x, y, u0)
+
+def _solve_examples(solver, model, x, y, cost, betas, u0, differentiable=False):
+    """Equilibria of examples `(x, y, β)` (leading axes), one solve of the batch
+    (`solver.solve_many`)."""
+
+    def field_of(args):
+        x_b, y_b, beta_b = args
+        return eqx.Partial(model.vector_field, x=x_b, y=y_b, beta=beta_b, cost=cost)
+
+    return solver.solve_many(field_of, u0, (x, y, betas), differentiable=differentiable)
 
 
 def solve_free(
@@ -254,14 +263,28 @@ def solve_points(
     """Equilibria at several `betas`, shaped `(batch, points, ...)`.
 
     If `chain` is `False` every point starts from `u0` and all points are solved in
-    one `vmap`; if `True` they are solved one after another (`lax.scan`), each
+    one batch solve; if `True` they are solved one after another (`lax.scan`), each
     starting from the previous one's equilibrium (a warm start along the circle).
     """
     if not chain:
-        sols = jax.vmap(
-            lambda b: solve_batch(solver, model, x, y, cost, b, u0), out_axes=1
-        )(betas)
-        return sols
+        # Every (example, point) pair is one example of a single batch solve.
+        batch, points = x.shape[0], betas.shape[0]
+
+        def rows(a):
+            return jnp.broadcast_to(a[:, None], (batch, points) + a.shape[1:]).reshape(
+                (batch * points,) + a.shape[1:]
+            )
+
+        sols = _solve_examples(
+            solver,
+            model,
+            rows(x),
+            rows(y),
+            cost,
+            jnp.tile(betas, batch),
+            jtu.tree_map(rows, u0),
+        )
+        return jtu.tree_map(lambda a: a.reshape((batch, points) + a.shape[1:]), sols)
 
     def step(u_prev, b):
         sol = solve_batch(solver, model, x, y, cost, b, u_prev)

@@ -1,15 +1,14 @@
 """Equilibria by damped fixed-point iteration of the dynamics."""
 
 import equinox as eqx
-import jax.tree_util as jtu
 import optimistix as optx
 
 from .._misc import as_int
 from .anderson import FixedPointLoop
-from .base import AbstractEquilibriumSolver, optimistix_solve
+from .batch_loop import AbstractIteratedMap
 
 
-class FixedPointIteration(AbstractEquilibriumSolver):
+class FixedPointIteration(AbstractIteratedMap):
     """Iterate `u ← u + η f(u)` until successive states agree to tolerance.
 
     For a primitive-form model with `η = 1` this is the synchronous update
@@ -45,19 +44,6 @@ class FixedPointIteration(AbstractEquilibriumSolver):
     max_steps: int = eqx.field(default=10_000, converter=as_int)
     split_complex: bool = False
 
-    def solve(self, vector_field, u0, *, differentiable):
+    def _loop(self, u0):
         rtol, atol = self.tolerances(u0)
-
-        def update(u, f):
-            return jtu.tree_map(lambda a, b: a + self.step_size * b, u, f(u))
-
-        return optimistix_solve(
-            optx.fixed_point,
-            update,
-            FixedPointLoop(rtol=rtol, atol=atol, norm=optx.rms_norm, memory=1),
-            vector_field,
-            u0,
-            split_complex=self.split_complex,
-            max_steps=self.max_steps,
-            differentiable=differentiable,
-        )
+        return FixedPointLoop(rtol=rtol, atol=atol, norm=optx.rms_norm, memory=1)

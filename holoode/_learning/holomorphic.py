@@ -57,7 +57,7 @@ class HolomorphicEP(AbstractLearningRule):
     shrinks like `(|β|/R)^N` (`R`: the radius of analyticity).
 
     For real parameters `G(β̄) = conj G(β)`, so only the `⌊N/2⌋ + 1` points in the
-    upper half-plane are solved, all in one `vmap` (or, with
+    upper half-plane are solved, all in one batch solve (or, with
     `warm_start="neighbour"`, one after another around the circle). `N = 2` is the
     symmetric classic EP estimate, solved in real arithmetic.
 
