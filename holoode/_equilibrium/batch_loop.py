@@ -34,6 +34,10 @@ from .base import (
 )
 
 
+# The last `⌈batch/_CHUNKS⌉` examples of a batch to stop go on alone.
+_CHUNKS = 8
+
+
 def fixed_point_batch(
     loop: optx.AbstractFixedPointSolver,
     step_size: float,
@@ -72,24 +76,34 @@ def fixed_point_batch(
         result = optx.RESULTS.where(finite, result, optx.RESULTS.nonfinite)
         return new_y, new_state, stop | ~finite, result
 
-    def cond(carry):
-        k, _, _, done, _, _ = carry
-        return (k < max_steps) & jnp.any(~done)
+    def run(carry, args, enough):
+        """Step every example of `carry` until `enough(done)` or `max_steps`."""
 
-    def body(carry):
-        k, y, state, done, steps, result = carry
-        new_y, new_state, stop, new_result = jax.vmap(step_one)(y, state, args)
+        def cond(carry):
+            k, _, _, done, _, _ = carry
+            return (k < max_steps) & ~enough(done)
 
-        def keep(old, new):
-            return jnp.where(done.reshape(done.shape + (1,) * (old.ndim - 1)), old, new)
+        def body(carry):
+            k, y, state, done, steps, result = carry
+            new_y, new_state, stop, new_result = jax.vmap(step_one)(y, state, args)
 
-        # A stopped example keeps its iterate, step count and result; its loop
-        # state is never read again, so it is left to change.
-        y = jtu.tree_map(keep, y, new_y)
-        result = jax.vmap(optx.RESULTS.where)(done, result, new_result)
-        steps = jnp.where(done, steps, steps + 1)
-        return k + 1, y, new_state, done | stop, steps, result
+            def keep(old, new):
+                return jnp.where(batch_mask(done, old), old, new)
 
+            # A stopped example keeps its iterate, step count and result; its loop
+            # state is never read again, so it is left to change.
+            y = jtu.tree_map(keep, y, new_y)
+            result = jax.vmap(optx.RESULTS.where)(done, result, new_result)
+            steps = jnp.where(done, steps, steps + 1)
+            return k + 1, y, new_state, done | stop, steps, result
+
+        return jax.lax.while_loop(cond, body, carry)
+
+    # The whole batch runs while more than a chunk of `⌈batch/_CHUNKS⌉` examples are
+    # still going; those that are then go on alone, as one chunk (with their loop
+    # states: the same iterates as if the batch had gone on), so that a few slow
+    # examples do not hold the whole batch for their steps.
+    chunk = -(-batch // _CHUNKS)
     init = (
         jnp.zeros((), jnp.int32),
         y0,
@@ -98,7 +112,16 @@ def fixed_point_batch(
         jnp.zeros((batch,), jnp.int32),
         jax.vmap(lambda _: optx.RESULTS.successful)(no),
     )
-    _, y, _, done, steps, result = jax.lax.while_loop(cond, body, init)
+    everyone = lambda done: jnp.all(done)  # noqa: E731
+    if chunk >= batch:  # a batch of one
+        _, *rest = run(init, args, everyone)
+    else:
+        k, *rest = run(init, args, lambda done: jnp.sum(~done) <= chunk)
+        slow = jnp.argsort(rest[2], stable=True)[:chunk]  # the unfinished first
+        take = lambda tree: jtu.tree_map(lambda a: a[slow], tree)  # noqa: E731
+        _, *last = run((k, *take(rest)), take(args), everyone)
+        rest = jtu.tree_map(lambda a, b: a.at[slow].set(b), rest, last)
+    y, _, done, steps, result = rest
     result = jax.vmap(
         lambda d, r: optx.RESULTS.where(d, r, optx.RESULTS.nonlinear_max_steps_reached)
     )(done, result)
@@ -107,6 +130,11 @@ def fixed_point_batch(
         return finish(field_of(a), to_state(y_b), steps_b, promote(result_b))
 
     return jax.vmap(package)(args, y, steps, result)
+
+
+def batch_mask(mask, a):
+    """`mask` (batch,) broadcast against `a` (batch, ...)."""
+    return mask.reshape(mask.shape + (1,) * (a.ndim - 1))
 
 
 class AbstractIteratedMap(AbstractEquilibriumSolver):

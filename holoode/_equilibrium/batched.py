@@ -14,6 +14,7 @@ from .._misc import real_dtype, tree_astype, tree_dtype, tree_norm, tree_vdot
 from .._model import AbstractEquilibriumModel, parameters
 from .._solution import Equilibrium, RESULTS
 from .base import AbstractEquilibriumSolver
+from .batch_loop import batch_mask
 from .ode import SteadyStateODE
 from .stable import unstable_direction
 
@@ -160,7 +161,7 @@ def solve_free(
         new = eqx.tree_at(lambda s: s.num_steps, new, steps + new.num_steps)
         keep = redo & ~lost
         merged = jtu.tree_map(
-            lambda a, b: jnp.where(_rows(keep, a), a, b).astype(b.dtype), new, sol
+            lambda a, b: jnp.where(batch_mask(keep, a), a, b).astype(b.dtype), new, sol
         )
         unstable = jnp.where(redo, new_unstable | lost, unstable)
         # Any finite failure (out of steps, a stalled Anderson, a singular Newton
@@ -233,7 +234,9 @@ def solve_rows(
         )
 
         def put(a, b):
-            return a.at[idx].set(jnp.where(_rows(keep, b), b.astype(a.dtype), a[idx]))
+            return a.at[idx].set(
+                jnp.where(batch_mask(keep, b), b.astype(a.dtype), a[idx])
+            )
 
         values = jtu.tree_map(put, values, sol.value)
         return start + size, values, put(steps, sol.num_steps)
@@ -242,11 +245,6 @@ def solve_rows(
         more, chunk, (jnp.zeros((), order.dtype), u0, steps0)
     )
     return values, steps
-
-
-def _rows(mask, a):
-    """`mask` (batch,) broadcast against `a` (batch, ...)."""
-    return mask.reshape(mask.shape + (1,) * (a.ndim - 1))
 
 
 def solve_points(
