@@ -102,20 +102,20 @@ def _radius_ratio(circle: Array, floor: Array, num_points: int):
 
 
 def _solve_circles(solver, model, x, y, cost, u_free, radii, num_points):
-    """Equilibria on circles `|β| = ρ_j` (all examples, all radii in one `vmap`),
-    started from the free equilibrium. Returns the states `(radii, batch, N, size)`
-    and whether every solve of each circle was reached `(radii, batch)`."""
+    """Equilibria on circles `|β| = ρ_j` (all examples, all points of all radii in
+    one batch solve), started from the free equilibrium. Returns the states
+    `(radii, batch, N, size)` and whether every solve of each circle was reached
+    `(radii, batch)`."""
     dtype = complex_dtype(tree_dtype(u_free))
     u_start = tree_astype(u_free, dtype)
-
-    def one(rho):
-        betas = circle_points(rho, num_points).astype(dtype)
-        sol = solve_points(solver, model, x, y, cost, betas, u_start, chain=False)
-        half = flatten_states(sol.value, 2)
-        ok = jnp.all(sol.result == RESULTS.successful, axis=1)
-        return full_circle(half, num_points), ok
-
-    return jax.vmap(one)(radii)
+    half = num_points // 2 + 1
+    betas = circle_points(radii[:, None], num_points).reshape(-1).astype(dtype)
+    sol = solve_points(solver, model, x, y, cost, betas, u_start, chain=False)
+    states = flatten_states(sol.value, 2)  # (batch, radii·half, size)
+    states = states.reshape(states.shape[0], len(radii), half, -1).swapaxes(0, 1)
+    reached = (sol.result == RESULTS.successful).reshape(-1, len(radii), half)
+    circles = jax.vmap(lambda h: full_circle(h, num_points))(states)
+    return circles, jnp.all(reached, axis=2).T
 
 
 def _check_num_points(num_points):

@@ -8,9 +8,14 @@ the state's size, twice), so the selection alone reads and writes the whole
 history at every step: on CPU, where a step of a small network is bound by memory
 traffic, that costs more than the network's field. Here the loop is written for
 the batch: an example that has stopped keeps its iterate, step count and result,
-and nothing else is selected (its loop state is never read again). The iterates,
+and nothing else is selected (its loop state is never read again). Once all but
+`⌈batch/8⌉` examples have stopped, those go on alone (gathered, with their loop
+states), so that a few slow examples do not hold the whole batch. The iterates,
 stopping decisions and step counts are those of the per-example loop
-(`optx.fixed_point` with the same solver), as the tests check."""
+(`optx.fixed_point` with the same solver), as the tests check. The loop is not
+differentiable in reverse mode: gradients through iterations go through
+`solve` (`differentiable=True`).
+"""
 
 import abc
 from collections.abc import Callable

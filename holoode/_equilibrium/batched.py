@@ -44,8 +44,10 @@ def solve_batch(
 
     `differentiable=True` lets reverse-mode gradients flow through the solver's
     iterations (backpropagation through time); otherwise the caller stops
-    gradients. The result's fields carry the batch axis; nothing is raised: read
-    `result` (a `holoode.RESULTS` per example)."""
+    gradients (the batch loops of `AndersonAcceleration` and
+    `FixedPointIteration` cannot be differentiated in reverse mode). The result's
+    fields carry the batch axis; nothing is raised: read `result` (a
+    `holoode.RESULTS` per example)."""
 
     betas = jnp.broadcast_to(jnp.asarray(beta), x.shape[:1])
     return _solve_examples(solver, model, x, y, cost, betas, u0, differentiable)
