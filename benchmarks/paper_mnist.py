@@ -2,6 +2,7 @@
 784-256-256-10 network trained with each rule, without and with neuron noise
 (benchmarks/README.md, "Table 1 on real MNIST")."""
 
+import json
 import statistics
 import time
 
@@ -108,7 +109,31 @@ def measure(args):
                     flush=True,
                 )
             rows.append(row)
-    return dict(protocol=name, settings=protocol, rows=rows)
+    record = dict(protocol=name, settings=protocol, rows=rows)
+    return merged(args, record, keys) if args.update else record
+
+
+def merged(args, record, keys) -> dict:
+    """The record in `--out` with the rows of `keys` replaced by the new ones (same
+    protocol only); each row keeps the date of the run that measured it."""
+    path = args.out / "paper_mnist.json"
+    if not path.exists():
+        raise SystemExit(f"--update needs an earlier record in {path}; run without it")
+    old = json.loads(path.read_text("utf-8"))
+    if old["settings"] != json.loads(json.dumps(record["settings"])):
+        raise SystemExit(
+            f"--update: the record in {path} used the protocol {old['settings']}, "
+            f"not {record['settings']}; rerun every row instead"
+        )
+    now = time.strftime("%Y-%m-%d")
+    new = {(r["label"], r["noise"]): r | dict(measured=now) for r in record["rows"]}
+    labels = {ROWS[k][0] for k in keys}
+    kept = [r for r in old["rows"] if r["label"] not in labels]
+    order = [label for label, _, _ in ROWS.values()]
+    rows = sorted(
+        kept + list(new.values()), key=lambda r: (order.index(r["label"]), r["noise"])
+    )
+    return record | dict(rows=rows, updated=sorted(labels))
 
 
 def error_cell(row):
@@ -176,6 +201,11 @@ def main(argv=None):
         type=float,
         default=None,
         help="a row whose projected run exceeds it reports its step time",
+    )
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="re-measure only --rules, keeping the other rows of the record in --out",
     )
     return h.run("paper_mnist", p, measure, report, argv)
 

@@ -101,10 +101,11 @@ class NeuronNoise(eqx.Module):
 
 
 def sample_points(noise, model, x, y, cost, betas, states, key):
-    """Noisy snapshots around equilibria shaped `(batch, points, ...)`: returns
-    states shaped `(batch, points · samples, ...)`, the matching β per column and
-    whether every run stayed finite, per example."""
-    batch, points = x.shape[0], betas.shape[0]
+    """Noisy snapshots around equilibria shaped `(batch, points, ...)` at `betas`
+    shaped `(points,)` or `(batch, points)`: returns states shaped
+    `(batch, points · samples, ...)`, the matching β per column (shaped like
+    `betas`) and whether every run stayed finite, per example."""
+    batch, points = x.shape[0], betas.shape[-1]
     keys = jr.split(key, batch * points).reshape(batch, points)
 
     def one(u, x_b, y_b, beta, k):
@@ -112,11 +113,11 @@ def sample_points(noise, model, x, y, cost, betas, states, key):
         return noise.sample(field, u, k)
 
     per_point = jax.vmap(one, in_axes=(0, None, None, 0, 0))
-    samples, finite = jax.vmap(per_point, in_axes=(0, 0, 0, None, 0))(
-        states, x, y, betas, keys
+    samples, finite = jax.vmap(per_point)(
+        states, x, y, jnp.broadcast_to(betas, (batch, points)), keys
     )
     m = noise.samples
     samples = jtu.tree_map(
         lambda a: a.reshape(batch, points * m, *a.shape[3:]), samples
     )
-    return samples, jnp.repeat(betas, m), jnp.all(finite, axis=1)
+    return samples, jnp.repeat(betas, m, axis=-1), jnp.all(finite, axis=1)

@@ -123,3 +123,41 @@ def test_gradient_keeps_the_parameter_dtype_whatever_the_beta_dtype(rule):
         rule, model, x.astype(jnp.float32), y, cost=ho.CrossEntropy()
     )
     assert {a.dtype for a in jax.tree_util.tree_leaves(grads)} == {jnp.dtype("float32")}
+
+
+def test_one_radius_per_example():
+    # u*_β = (wx + βy)/(a + β): each example's radius_ratio is exactly its own |β|.
+    model, x, y, cost = pole_problem()
+    rule = ho.HolomorphicEP(jnp.array([0.3, 0.6]), 8)
+    _, info = ho.gradient(rule, model, x, y, cost=cost, solver=TIGHT)
+    assert jnp.allclose(info.radius_ratio, jnp.array([0.3, 0.6]), rtol=1e-6)
+    # One circle around the pole: refused, and that example named by its ratio.
+    _, lost = ho.gradient(
+        ho.HolomorphicEP(jnp.array([0.5, 1.5]), 8), model, x, y, cost=cost,
+        solver=TIGHT, throw=False,
+    )  # fmt: skip
+    assert lost.result == ho.RESULTS.continuation_lost
+    assert float(lost.radius_ratio[0]) < 0.6 <= 0.9 <= float(lost.radius_ratio[1])
+    # On a network: exact with every example on its own circle, and the batch
+    # gradient is the mean of the examples' gradients at their own radii.
+    model, (x, y), cost = mlp(gain=1.0), data(), ho.CrossEntropy()
+    radii = jnp.array([0.5, 0.1, 0.3, 0.5, 0.2])
+    grads, _ = ho.gradient(
+        ho.HolomorphicEP(radii, 32), model, x, y, cost=cost, solver=TIGHT
+    )
+    assert rel_error(grads, reference(model, x, y, cost)) < 1e-9
+    alone = [
+        ho.gradient(
+            ho.HolomorphicEP(radii[i], 32),
+            model,
+            x[i : i + 1],
+            y[i : i + 1],
+            cost=cost,
+            solver=TIGHT,
+        )[0]  # fmt: skip
+        for i in range(len(radii))
+    ]
+    mean = jax.tree_util.tree_map(lambda *g: sum(g) / len(g), *alone)
+    assert rel_error(grads, mean) < 1e-12
+    with pytest.raises(ValueError, match="one per example"):
+        ho.gradient(ho.HolomorphicEP(radii[:3], 8), model, x, y, cost=cost)

@@ -38,9 +38,9 @@ def solve_batch(
     *,
     differentiable: bool = False,
 ) -> Equilibrium:
-    """Equilibria of a batch (leading axis of `x`, `y`, `u0`) at one `beta` (real
-    or complex), each solved by `solver` from its own `u0`, all in one batch solve
-    (`solver.solve_many`).
+    """Equilibria of a batch (leading axis of `x`, `y`, `u0`) at `beta` (real or
+    complex; one for all, or one per example), each solved by `solver` from its
+    own `u0`, all in one batch solve (`solver.solve_many`).
 
     `differentiable=True` lets reverse-mode gradients flow through the solver's
     iterations (backpropagation through time); otherwise the caller stops
@@ -260,15 +260,18 @@ def solve_points(
     *,
     chain: bool,
 ) -> Equilibrium:
-    """Equilibria at several `betas`, shaped `(batch, points, ...)`.
+    """Equilibria at several `betas`, shaped `(batch, points, ...)`: `betas` shaped
+    `(points,)` are the same points for every example, `(batch, points)` each
+    example's own.
 
     If `chain` is `False` every point starts from `u0` and all points are solved in
     one batch solve; if `True` they are solved one after another (`lax.scan`), each
     starting from the previous one's equilibrium (a warm start along the circle).
     """
+    batch, points = x.shape[0], betas.shape[-1]
+    betas = jnp.broadcast_to(betas, (batch, points))
     if not chain:
         # Every (example, point) pair is one example of a single batch solve.
-        batch, points = x.shape[0], betas.shape[0]
 
         def rows(a):
             return jnp.broadcast_to(a[:, None], (batch, points) + a.shape[1:]).reshape(
@@ -281,7 +284,7 @@ def solve_points(
             rows(x),
             rows(y),
             cost,
-            jnp.tile(betas, batch),
+            betas.reshape(-1),
             jtu.tree_map(rows, u0),
         )
         return jtu.tree_map(lambda a: a.reshape((batch, points) + a.shape[1:]), sols)
@@ -290,5 +293,5 @@ def solve_points(
         sol = solve_batch(solver, model, x, y, cost, b, u_prev)
         return sol.value, sol
 
-    _, sols = jax.lax.scan(step, u0, betas)
+    _, sols = jax.lax.scan(step, u0, betas.T)
     return jtu.tree_map(lambda a: jnp.swapaxes(a, 0, 1), sols)

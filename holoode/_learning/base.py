@@ -57,16 +57,24 @@ class AbstractLearningRule(eqx.Module):
         `eqx.filter_grad`'s output), and a `holoode.Info`."""
 
 
-def real_scalar(name: str):
+def real_scalar(name: str, per_example: bool = False):
     """A field converter to a real floating-point scalar array: rules store β
     (and the period) as arrays, so that a sweep over them compiles once. A bad
-    value is refused with a message naming the field."""
+    value is refused with a message naming the field. With `per_example`, a
+    one-dimensional array (one value per example of the batch) is accepted too."""
 
     def convert(value):
+        if per_example and isinstance(value, (np.ndarray, list, tuple)):
+            value = jnp.asarray(value, float)
         if isinstance(value, (bool, complex)) or not isinstance(
             value, (int, float, jax.Array)
         ):
             raise ValueError(f"{name} must be a real number, got {value!r}.")
+        if isinstance(value, jax.Array) and value.ndim > int(per_example):
+            raise ValueError(
+                f"{name} must be a scalar{' or one value per example' * per_example}"
+                f", got an array shaped {value.shape}."
+            )
         if isinstance(value, jax.Array) and not jnp.issubdtype(
             value.dtype, jnp.floating
         ):
@@ -79,11 +87,20 @@ def real_scalar(name: str):
 
 
 as_beta = real_scalar("β")
+as_radius = real_scalar("β", per_example=True)
 
 
 def concrete(beta) -> float | None:
-    """The value of β if it is known at trace time, else `None`."""
-    return None if isinstance(beta, jax.core.Tracer) else float(beta)
+    """The value of a scalar β if it is known at trace time, else `None` (also for
+    one β per example: see `concrete_values`)."""
+    if isinstance(beta, jax.core.Tracer) or jnp.ndim(beta) > 0:
+        return None
+    return float(beta)
+
+
+def concrete_values(beta) -> np.ndarray | None:
+    """The values of β (any shape) if known at trace time, else `None`."""
+    return None if isinstance(beta, jax.core.Tracer) else np.asarray(beta)
 
 
 def describe(rule) -> str:
@@ -133,17 +150,20 @@ def weighted_signal(
     """`Re Σ_k w_mk ∂F/∂θ(u_k, β_k)`, averaged over the batch, for each row `m`
     (`holoode.learning_signal` on the points of every example).
 
-    `states` are shaped `(batch, points, ...)`, `betas` `(points,)` and `weights`
-    `(rows, points)`. Returns a PyTree shaped like the model's parameters with a
-    leading `rows` axis, in their dtype.
+    `states` are shaped `(batch, points, ...)`, `betas` `(points,)` (the same
+    points for every example) or `(batch, points)` (each example its own), and
+    `weights` `(rows, points)` or `(rows, batch, points)`. Returns a PyTree shaped
+    like the model's parameters with a leading `rows` axis, in their dtype.
     """
-    batch, points = x.shape[0], betas.shape[0]
+    batch, points = x.shape[0], betas.shape[-1]
     flat = jtu.tree_map(lambda a: a.reshape((batch * points,) + a.shape[2:]), states)
     xs, ys = (jnp.repeat(a, points, axis=0) for a in (x, jnp.asarray(y)))
-    betas = jnp.tile(betas, batch)
+    betas = jnp.broadcast_to(betas, (batch, points)).reshape(-1)
+    weights = jnp.broadcast_to(weights[:, None] if weights.ndim == 2 else weights,
+                               (weights.shape[0], batch, points))  # fmt: skip
     signals = jax.vmap(
         lambda w: learning_signal(
-            model, flat, xs, ys, betas, cost, jnp.tile(w, batch) / batch
+            model, flat, xs, ys, betas, cost, w.reshape(-1) / batch
         )
     )(weights)
     params, _ = parameters(model)
@@ -161,7 +181,7 @@ def add_noise(noise, model, x, y, cost, betas, states, weights, key):
             "pass `key=jax.random.key(0)` (a fixed key makes results reproducible)."
         )
     states, betas, finite = sample_points(noise, model, x, y, cost, betas, states, key)
-    weights = jnp.repeat(weights, noise.samples, axis=1) / noise.samples
+    weights = jnp.repeat(weights, noise.samples, axis=-1) / noise.samples
     return states, betas, weights, finite
 
 

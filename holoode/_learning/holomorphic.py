@@ -1,12 +1,12 @@
 """Holomorphic equilibrium propagation: the N-point Fourier estimator."""
 
-import math
 from typing import Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 
 from .._circle import (
     circle_points,
@@ -35,8 +35,8 @@ from .._solution import Info
 from .base import (
     AbstractLearningRule,
     add_noise,
-    as_beta,
-    concrete,
+    as_radius,
+    concrete_values,
     free_loss,
     weighted_signal,
 )
@@ -78,7 +78,15 @@ class HolomorphicEP(AbstractLearningRule):
 
     **Arguments:**
 
-    - `beta`: the radius `|β| > 0` of the circle (default 0.1).
+    - `beta`: the radius `|β| > 0` of the circle (default 0.1), or one radius per
+      example of the batch (shape `(batch,)`). The gradient of the batch mean is
+      the mean of per-example gradients, each the first Fourier coefficient of
+      its own learning signal, so each example's term is exact for its own
+      circle as long as that circle lies inside its own disc of analyticity:
+      an example whose disc is small can use a smaller circle without costing
+      the others their signal strength (training's `beta_backoff` does this for
+      the examples whose continuation is lost). `radius_ratio` is then each
+      example's `|β_b|/R_b`.
     - `num_points`: `N ≥ 2` (default 8). The defaults (with the default solver)
       are within 1e-2 of the exact gradient on the paper's MNIST network, at
       initialisation and after training (`benchmarks/core_speed.py`), where
@@ -93,18 +101,19 @@ class HolomorphicEP(AbstractLearningRule):
       diagnostics use the noise-free equilibria.
     """
 
-    beta: jax.Array = eqx.field(default=0.1, converter=as_beta)
+    beta: jax.Array = eqx.field(default=0.1, converter=as_radius)
     num_points: int = eqx.field(default=8, converter=as_int)
     warm_start: Literal["free", "neighbour"] = "free"
     max_radius_ratio: float = 0.9
     noise: NeuronNoise | None = None
 
     def __check_init__(self):
-        beta = concrete(self.beta)
-        if beta is not None and not (beta > 0 and math.isfinite(beta)):
+        beta = concrete_values(self.beta)
+        if beta is not None and not np.all((beta > 0) & np.isfinite(beta)):
             raise ValueError(
                 "HolomorphicEP(beta=...) is the radius |β| of the circle and must be a "
-                f"finite positive number, got {beta!r}; e.g. `HolomorphicEP(beta=0.1)`."
+                "finite positive number (one for all examples, or one per example), "
+                f"got {beta.tolist()!r}; e.g. `HolomorphicEP(beta=0.1)`."
             )
         if not isinstance(self.num_points, int) or self.num_points < 2:
             raise ValueError(
@@ -136,11 +145,19 @@ class HolomorphicEP(AbstractLearningRule):
         params, _ = parameters(model)
         rdtype = real_dtype(tree_dtype(params))
         n = self.num_points
-        beta = self.beta.astype(rdtype)  # the gradient keeps the parameters' dtype
+        batch = x.shape[0]
+        if self.beta.ndim == 1 and self.beta.shape != (batch,):
+            raise ValueError(
+                f"HolomorphicEP(beta=...) has {self.beta.shape[0]} radii, one per "
+                f"example, but the batch has {batch} examples: pass one |β| for all "
+                "or exactly one per example."
+            )
+        # The gradient keeps the parameters' dtype.
+        beta = jnp.broadcast_to(self.beta.astype(rdtype), (batch,))
         free = solve_free(solver, model, x, y, cost, initial_states(model, x, rdtype))
         points_real = n == 2
         dtype = rdtype if points_real else complex_dtype(rdtype)
-        betas = circle_points(beta, n)
+        betas = circle_points(beta[:, None], n)  # (batch, points)
         betas = jnp.real(betas).astype(dtype) if points_real else betas.astype(dtype)
         u_start = tree_astype(free.value, dtype)
         nudged = solve_points(
@@ -157,11 +174,13 @@ class HolomorphicEP(AbstractLearningRule):
         weights = harmonic_weights(n, harmonics, complex_dtype(rdtype))
         if points_real:
             weights = jnp.real(weights).astype(rdtype)
+        # Each example's terms divided by its own radius: `(rows, batch, points)`.
+        weights = weights[:, None, :] / beta[None, :, None].astype(weights.dtype)
         states, all_betas, weights_all, finite = add_noise(
             self.noise, model, x, y, cost, betas, nudged.value, weights, key
         )
         signal = weighted_signal(model, states, x, y, cost, all_betas, weights_all)
-        grads = jtu.tree_map(lambda s: s[0] / beta, signal)
+        grads = jtu.tree_map(lambda s: s[0], signal)
         loss = free_loss(model, free.value, x, y, cost)
         if n < 3:
             return grads, Info.from_equilibria(

@@ -75,10 +75,12 @@ class TrainConfig:
     - `max_consecutive_skips`: stop with a diagnosis after this many skipped
       steps in a row.
     - `beta_backoff`: for "hep", when a step's circle leaves the analytic disc of
-      some example (`continuation_lost`), retry it with `|β|` halved, up to this
-      many times, before skipping it (0: skip at once). A smaller circle gives a
-      more exact gradient, with a weaker signal under noise; such steps are
-      counted in the metrics as `reduced_beta_steps`.
+      some examples (`continuation_lost`), retry it with `|β|` halved for those
+      examples only (each example's term of the gradient is exact for its own
+      radius), up to this many halvings per example, before skipping the step
+      (0: skip at once). A smaller circle gives a more exact gradient, with a
+      weaker signal under noise; such steps are counted in the metrics as
+      `reduced_beta_steps`.
     - `num_devices`: data-parallel over the first this many local devices
       (`None`: all of them; with several processes, of each process).
     - `distributed`: run as one of several processes sharing one global batch
@@ -125,7 +127,7 @@ class TrainConfig:
     checkpoint_every: int = _bookkeeping(0)
     run_dir: str | None = _bookkeeping()
     max_consecutive_skips: int = _bookkeeping(20)
-    beta_backoff: int = 1
+    beta_backoff: int = 3
     num_devices: int | None = _bookkeeping()
     distributed: bool = _bookkeeping(False, launch=True)
     coordinator: str | None = _bookkeeping(launch=True)

@@ -100,8 +100,8 @@ def train(
     A step whose result is not `holoode.RESULTS.successful` (an equilibrium not
     reached, the continuation lost, a non-finite gradient) leaves the model and
     the optimiser state untouched and is counted with its reason (for holomorphic
-    EP a lost continuation is first retried with |β| halved, `beta_backoff`
-    times);
+    EP a lost continuation is first retried with |β| halved for the examples
+    whose circle left their disc, up to `beta_backoff` times);
     `max_consecutive_skips` in a row raise `TrainingStopped` with a diagnosis
     (for holomorphic EP, the estimated safe `|β|` by `holoode.safe_beta`).
 
@@ -252,7 +252,8 @@ def train(
             if record["reduced_beta_steps"]:
                 say(
                     f"    {record['reduced_beta_steps']} steps in all retried with "
-                    "|β| halved (the circle left the analytic disc; beta_backoff)"
+                    "|β| halved for some examples (their circle left the analytic "
+                    "disc; beta_backoff)"
                 )
         metrics.append(record)
         pos.next_epoch(done)

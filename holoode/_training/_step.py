@@ -83,9 +83,13 @@ class Plan(eqx.Module):
         )
 
     def _gradient(self, rule, model, x, y, key):
-        """The rule's gradient; for holomorphic EP with `beta_backoff`, retried with
-        `|β|` halved while the continuation is lost. One copy of the gradient
-        program, inside a `lax.while_loop`, so the back-off costs no compile time."""
+        """The rule's gradient; for holomorphic EP with `beta_backoff`, retried
+        while the continuation is lost, with `|β|` halved for the examples whose
+        circle left their disc of analyticity only (each example's term of the
+        gradient is exact for its own radius; the others keep theirs). One copy
+        of the gradient program, inside a `lax.while_loop`, so the back-off costs
+        no compile time. Returns `(grads, info, halvings)`, `halvings` the most
+        times any example's `|β|` was halved."""
 
         def attempt(r):
             return gradient(
@@ -93,28 +97,38 @@ class Plan(eqx.Module):
                 throw=False,
             )  # fmt: skip
 
-        def halved(tries):
-            return eqx.tree_at(lambda r: r.beta, rule, rule.beta * 0.5**tries)
-
         backoff = self.config.beta_backoff
         if not (isinstance(rule, HolomorphicEP) and backoff > 0):
             return (*attempt(rule), jnp.zeros((), jnp.int32))
 
+        def lost(info):
+            """Examples whose circle left their disc, on a step lost for that."""
+            circle = info.radius_ratio >= rule.max_radius_ratio
+            return circle & (info.result == RESULTS.continuation_lost)
+
         def again(carry):
-            tries, _, info = carry
-            lost = info.result == RESULTS.continuation_lost
-            return (tries == 0) | (lost & (tries <= backoff))
+            first, halvings, _, info = carry
+            return first | jnp.any(lost(info) & (halvings < backoff))
 
         def body(carry):
-            tries = carry[0]
-            return (tries + 1, *attempt(halved(tries)))
+            first, halvings, _, info = carry
+            halvings = jnp.where(
+                ~first & lost(info) & (halvings < backoff), halvings + 1, halvings
+            )
+            beta = jnp.broadcast_to(rule.beta, halvings.shape) * 0.5**halvings
+            return (
+                jnp.asarray(False),
+                halvings,
+                *attempt(eqx.tree_at(lambda r: r.beta, rule, beta)),
+            )
 
         shapes = jax.eval_shape(lambda: attempt(rule))
         blank = jtu.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-        tries, grads, info = jax.lax.while_loop(
-            again, body, (jnp.zeros((), jnp.int32), *blank)
+        halvings = jnp.zeros(x.shape[:1], jnp.int32)
+        _, halvings, grads, info = jax.lax.while_loop(
+            again, body, (jnp.asarray(True), halvings, *blank)
         )
-        return grads, info, tries - 1
+        return grads, info, jnp.max(halvings)
 
     def _online_step(self, rule, model, opt_state, x, y, key):
         free = self._free(model, x, y)
