@@ -22,6 +22,8 @@ from holoode._training import _build, _rules, _step
 from holoode._training._loop import evaluate
 from holoode._training._sharding import DataParallel
 
+from .helpers import LinearPole
+
 
 # A tiny digits run: 64-16-10, 4 steps per epoch.
 TINY = dict(hidden=(16,), batch_size=32, steps_per_epoch=4, epochs=2, eval_every=1)
@@ -315,6 +317,35 @@ def test_beta_backoff_halves_beta_for_the_lost_examples_only():
     for a, g, p in zip(leaves(backed.model), leaves(grads), leaves(initial)):
         change = np.linalg.norm(rate * g)
         assert change > 0 and np.linalg.norm(a - p + rate * g) <= 1e-5 * change
+
+
+@pytest.mark.slow
+def test_beta_backoff_halves_beta_where_nudged_equilibria_are_not_reached():
+    # u*_β = (wx + βy)/(a + β), solved by u ← u + ½ f(u): the free solve contracts
+    # by ½ per step, the point β = −0.8 by 0.9 and β = −0.4 by 0.7. With 100
+    # steps the circle |β| = 0.8 (inside the radius a = 1) is not reached, the
+    # circle |β| = 0.4 is.
+    model = LinearPole(jnp.array(1.0), jnp.array(0.7))
+    x, y = jnp.array([[1.0], [0.5]]), jnp.array([[0.3], [-0.2]])
+    config = ho.TrainConfig(
+        **TINY, dtype="float64", solver="fixed-point", solver_tol=1e-10,
+        solver_max_steps=100, beta=0.8, num_points=8, beta_backoff=2,
+    )  # fmt: skip
+    plan = eqx.tree_at(
+        lambda p: p.cost, _step.plan(config, 10, 1)[0], ho.SquaredError()
+    )
+    run = functools.partial(
+        ho.gradient, model=model, x=x, y=y, cost=ho.SquaredError(),
+        solver=plan.rule_solver, throw=False,
+    )  # fmt: skip
+    assert run(ho.HolomorphicEP(0.8, 8))[1].result == ho.RESULTS.max_steps_reached
+    grads, info, halvings = plan._gradient(
+        ho.HolomorphicEP(0.8, 8), model, x, y, jr.key(0)
+    )
+    assert info.result == ho.RESULTS.successful and int(halvings) == 1
+    expected, _ = run(ho.HolomorphicEP(0.4, 8))
+    for a, b in zip(leaves(grads), leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
 def cast(model, dtype):

@@ -75,12 +75,12 @@ class TrainConfig:
     - `max_consecutive_skips`: stop with a diagnosis after this many skipped
       steps in a row.
     - `beta_backoff`: for "hep", when a step's circle leaves the analytic disc of
-      some examples (`continuation_lost`), retry it with `|β|` halved for those
-      examples only (each example's term of the gradient is exact for its own
-      radius), up to this many halvings per example, before skipping the step
-      (0: skip at once). A smaller circle gives a more exact gradient, with a
-      weaker signal under noise; such steps are counted in the metrics as
-      `reduced_beta_steps`.
+      some examples (`continuation_lost`) or their nudged equilibria are not
+      reached, retry it with `|β|` halved for those examples only (each
+      example's term of the gradient is exact for its own radius), up to this
+      many halvings per example, before skipping the step (0: skip at once). A
+      smaller circle gives a more exact gradient, with a weaker signal under
+      noise; such steps are counted in the metrics as `reduced_beta_steps`.
     - `num_devices`: data-parallel over the first this many local devices
       (`None`: all of them; with several processes, of each process).
     - `distributed`: run as one of several processes sharing one global batch

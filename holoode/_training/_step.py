@@ -84,8 +84,8 @@ class Plan(eqx.Module):
 
     def _gradient(self, rule, model, x, y, key):
         """The rule's gradient; for holomorphic EP with `beta_backoff`, retried
-        while the continuation is lost, with `|β|` halved for the examples whose
-        circle left their disc of analyticity only (each example's term of the
+        while the continuation is lost or nudged equilibria are not reached, with
+        `|β|` halved for the examples concerned only (each example's term of the
         gradient is exact for its own radius; the others keep theirs). One copy
         of the gradient program, inside a `lax.while_loop`, so the back-off costs
         no compile time. Returns `(grads, info, halvings)`, `halvings` the most
@@ -102,9 +102,13 @@ class Plan(eqx.Module):
             return (*attempt(rule), jnp.zeros((), jnp.int32))
 
         def lost(info):
-            """Examples whose circle left their disc, on a step lost for that."""
+            """Examples to retry on a smaller circle, on a failed step: those whose
+            circle left their disc, and, where every free equilibrium was
+            reached, those whose nudged equilibria were not (the nudged
+            equilibria of a smaller circle are nearer the free one)."""
             circle = info.radius_ratio >= rule.max_radius_ratio
-            return circle & (info.result == RESULTS.continuation_lost)
+            nudged = ~jnp.all(info.reached[:, 1:], axis=1) & jnp.all(info.reached[:, 0])
+            return (circle | nudged) & (info.result != RESULTS.successful)
 
         def again(carry):
             first, halvings, _, info = carry
